@@ -1,0 +1,41 @@
+"""`ted-mcp`: run the server over stdio (what Claude Desktop launches) or streamable HTTP."""
+
+import argparse
+import os
+import sys
+
+import anyio
+
+from ted_server.app import build_server
+from ted_server.http import MissingToken, http_app, serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ted-mcp", description="The ted-mcp experience-library MCP server.")
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1).")
+    parser.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765).")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TED_HTTP_TOKEN"),
+        help="Bearer token HTTP clients must send; required off loopback (default: $TED_HTTP_TOKEN).",
+    )
+    parser.add_argument("--db", default=None, help="SQLite file (default: $TED_DB or the user data directory).")
+    args = parser.parse_args(argv)
+
+    mcp = build_server(args.db)
+    try:
+        if args.transport == "stdio":
+            anyio.run(mcp.run_stdio_async)
+        else:
+            app = http_app(mcp, args.host, args.token)
+            print(f"ted-mcp: serving MCP on http://{args.host}:{args.port}/mcp", file=sys.stderr, flush=True)
+            anyio.run(serve, app, args.host, args.port)
+    except MissingToken as e:
+        parser.exit(2, f"ted-mcp: {e}\n")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The database schema as numbered migrations.
+
+Each migration runs once, in order, inside the transaction that records it in the
+`migrations` table. An applied migration is never edited: a schema change is a new entry
+at the end of `MIGRATIONS`.
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "libraries, experiences, versions, attempts",
+        """
+        CREATE TABLE libraries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL,
+            student_model TEXT,
+            teacher_model TEXT,
+            version INTEGER NOT NULL DEFAULT 0,
+            next_experience INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE TABLE experiences (
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            usage_count INTEGER NOT NULL DEFAULT 0,
+            helpful_count INTEGER NOT NULL DEFAULT 0,
+            harmful_count INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'retired')),
+            merged_into TEXT,
+            provenance TEXT NOT NULL DEFAULT '{}',
+            created_version INTEGER NOT NULL,
+            PRIMARY KEY (library_id, id)
+        );
+        CREATE INDEX experiences_active ON experiences (library_id, state, ordinal);
+
+        CREATE TABLE library_versions (
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            operations TEXT NOT NULL,
+            snapshot TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (library_id, version)
+        );
+
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            task TEXT NOT NULL,
+            images TEXT NOT NULL DEFAULT '[]',
+            trajectory TEXT NOT NULL,
+            answer TEXT,
+            ground_truth TEXT,
+            correct INTEGER,
+            graded_by TEXT,
+            cited TEXT NOT NULL DEFAULT '[]',
+            counted TEXT NOT NULL DEFAULT '[]',
+            model TEXT,
+            library_version INTEGER NOT NULL,
+            critiqued_at TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX attempts_by_task ON attempts (library_id, task_id);
+        """,
+    ),
+]

@@ -1,0 +1,234 @@
+"""Typed records: what ted-mcp stores, what its tools accept and what they return.
+
+The argument types (`LibraryName`, `TaskText`, …) carry their limits in the schema, so an
+MCP client sees them in the tool's input schema and a bad value is refused by pydantic with
+a message naming the field and the limit, before anything touches the database.
+"""
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, computed_field
+
+from ted.errors import InvalidInput
+
+MAX_TASK_CHARS = 100_000
+MAX_TRAJECTORY_CHARS = 1_000_000
+MAX_ANSWER_CHARS = 10_000
+MAX_EXPERIENCE_CHARS = 2_000
+MAX_TASK_ID_CHARS = 200
+MAX_CITED_IDS = 100
+
+LibraryName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9_-]{1,64}$",
+        description="Library name: 1-64 characters from a-z, 0-9, '_' and '-', e.g. 'gsm8k'.",
+    ),
+]
+_LIBRARY_NAME = TypeAdapter(LibraryName)
+
+
+def library_name(name: str) -> str:
+    """Check a library name that arrived without a schema (a URI, a prompt argument, the CLI)."""
+    try:
+        return _LIBRARY_NAME.validate_python(name)
+    except ValidationError:
+        raise InvalidInput(
+            f"Library name {name!r} is invalid: use 1-64 characters from a-z, 0-9, '_' and '-', e.g. 'gsm8k'."
+        ) from None
+
+
+ExperienceId = Annotated[str, Field(pattern=r"^E[1-9][0-9]{0,8}$", description="An experience id such as 'E3'.")]
+TaskText = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_TASK_CHARS, pattern=r"\S", description="The task or problem statement."),
+]
+TaskId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TASK_ID_CHARS,
+        pattern=r"^[^\s]+$",
+        description="Your id for the task (no spaces); attempts with the same id are critiqued together.",
+    ),
+]
+TrajectoryText = Annotated[
+    str, Field(max_length=MAX_TRAJECTORY_CHARS, description="The reasoning, citing experiences as [E3].")
+]
+AnswerText = Annotated[str, Field(max_length=MAX_ANSWER_CHARS)]
+ExperienceText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_EXPERIENCE_CHARS,
+        pattern=r"\S",
+        description="A general lesson, useful for many tasks of this kind (not the answer to one task).",
+    ),
+]
+
+
+class LibrarySettings(BaseModel):
+    token_budget: int = Field(4000, ge=50, le=200_000)
+    max_items: int = Field(15, ge=1, le=1000)
+    encoding: Literal["cl100k_base"] = "cl100k_base"
+
+
+class Experience(BaseModel):
+    id: str
+    text: str
+    tokens: int
+    usage_count: int = 0
+    helpful_count: int = 0
+    harmful_count: int = 0
+    state: Literal["active", "retired"] = "active"
+    merged_into: str | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    created_version: int
+
+    @computed_field
+    @property
+    def priority(self) -> float:
+        """s(e) = log(1 + usage_count), the ranking compression uses."""
+        return math.log1p(self.usage_count)
+
+
+class SnapshotItem(BaseModel):
+    """An experience as it stood in one library version: enough to show, diff and restore it."""
+
+    id: str
+    text: str
+
+
+# Operations on a library. Every change to a library is a list of these, applied in one
+# transaction as a new version; the applied form records the ids they were given.
+class AddOp(BaseModel):
+    op: Literal["add"] = "add"
+    text: ExperienceText
+    id: str | None = Field(None, description="Filled in when applied.")
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    usage_count: int = Field(0, ge=0, description="Carried over by an import.")
+    helpful_count: int = Field(0, ge=0)
+    harmful_count: int = Field(0, ge=0)
+
+
+class RewriteOp(BaseModel):
+    op: Literal["rewrite"] = "rewrite"
+    id: ExperienceId
+    text: ExperienceText
+
+
+class DeleteOp(BaseModel):
+    op: Literal["delete"] = "delete"
+    id: ExperienceId
+
+
+class MergeOp(BaseModel):
+    op: Literal["merge"] = "merge"
+    ids: list[ExperienceId] = Field(min_length=2)
+    text: ExperienceText
+    into: str | None = Field(None, description="The new id, filled in when applied.")
+
+
+class RestoreOp(BaseModel):
+    """Bring a retired experience back with the text it had; only rollback makes these."""
+
+    op: Literal["restore"] = "restore"
+    id: ExperienceId
+    text: ExperienceText
+
+
+Operation = Annotated[AddOp | RewriteOp | DeleteOp | MergeOp | RestoreOp, Field(discriminator="op")]
+VersionKind = Literal["create", "add", "critique", "compression", "manual", "rollback", "import"]
+
+
+class LibraryVersion(BaseModel):
+    library: str
+    version: int
+    kind: VersionKind
+    reason: str
+    operations: list[Operation]
+    snapshot: list[SnapshotItem]
+    created_at: datetime
+
+
+class ExperienceItem(BaseModel):
+    """One experience as an agent sees it in `get_experiences`."""
+
+    id: str
+    text: str
+    usage_count: int
+    helpful_count: int
+    harmful_count: int
+    tokens: int
+
+
+class ExperiencePrompt(BaseModel):
+    """The reply of `get_experiences`: what to prepend to the system prompt, and its state."""
+
+    library: str
+    version: int = Field(description="Library version; 0 means the library is empty or does not exist yet.")
+    prompt: str = Field(description="Text to prepend to your system prompt; empty when there is nothing to apply.")
+    items: list[ExperienceItem]
+    tokens: int = Field(description="Tokens of `prompt`, counted with the library's encoding.")
+    token_budget: int
+    max_items: int
+    over_budget: bool
+    task_id: str | None = Field(None, description="The id `record_attempt` will give this task if you pass none.")
+
+
+class AttemptResult(BaseModel):
+    """The reply of `record_attempt`."""
+
+    attempt_id: int
+    library: str
+    task_id: str
+    correct: bool | None = Field(description="The grade; null when there was no ground truth and no outcome.")
+    graded_by: Literal["math", "choice", "exact", "caller"] | None
+    counted_ids: list[str] = Field(description="Experiences whose usage count went up by one.")
+    redirected: dict[str, str] = Field(description="Cited ids that were merged away → the id that was counted.")
+    unknown_ids: list[str] = Field(description="Cited ids that are not active in this library; not counted.")
+    usage_counts: dict[str, int] = Field(description="Usage counts of the counted experiences after this attempt.")
+
+
+class LibrarySummary(BaseModel):
+    name: str
+    version: int
+    items: int
+    tokens: int
+    token_budget: int
+    max_items: int
+    over_budget: bool
+    attempts: int
+    updated_at: datetime
+
+
+class LibraryList(BaseModel):
+    libraries: list[LibrarySummary]
+
+
+class ChangedItem(BaseModel):
+    id: str
+    before: str
+    after: str
+
+
+class VersionDiff(BaseModel):
+    library: str
+    from_version: int
+    to_version: int
+    added: list[SnapshotItem]
+    removed: list[SnapshotItem]
+    changed: list[ChangedItem]
+
+
+class ChangeResult(BaseModel):
+    """The reply of a tool that changed a library: the new version and what it did."""
+
+    library: str
+    version: int
+    operations: list[Operation]
+    items: int
+    tokens: int
+    over_budget: bool

@@ -1,0 +1,455 @@
+"""The experience store: one SQLite file, reached through aiosqlite.
+
+Several server processes may share one file (Claude Desktop and Cursor each start their
+own), so every write is a `BEGIN IMMEDIATE` transaction — it takes the write lock up front
+and waits on the busy timeout instead of failing on a lock upgrade — and counters are
+incremented in SQL, never read-modify-written in Python. Within one process a lock keeps
+coroutines from interleaving statements of different transactions on the one connection.
+"""
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import platformdirs
+
+from ted.errors import InvalidInput, NotFound, StoreError
+from ted.migrations import MIGRATIONS
+from ted.models import (
+    AddOp,
+    ChangeResult,
+    DeleteOp,
+    Experience,
+    ExperienceItem,
+    ExperiencePrompt,
+    LibrarySettings,
+    LibrarySummary,
+    LibraryVersion,
+    MergeOp,
+    Operation,
+    RestoreOp,
+    RewriteOp,
+    SnapshotItem,
+    VersionKind,
+)
+from ted.prompts import experience_prompt
+from ted.tokens import count_tokens
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def default_db_path() -> Path:
+    """`TED_DB` if set, else `ted.db` in the user's data directory."""
+    if env := os.environ.get("TED_DB"):
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("ted-mcp")) / "ted.db"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Store:
+    """Open with `async with Store.open(path) as store:`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path):
+        self._db = db
+        self.path = path
+        self._lock = asyncio.Lock()
+        # (library id, version) → (prompt, tokens). A version's text never changes, so the
+        # entry stays right even when another process writes newer versions.
+        self._prompts: dict[tuple[int, int], tuple[str, int]] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path | str | None = None) -> AsyncIterator["Store"]:
+        path = Path(path) if path is not None else default_db_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"Cannot open the database {path}: {e}. Set TED_DB to a writable file path.") from e
+        db.row_factory = sqlite3.Row
+        store = cls(db, path)
+        try:
+            await store._prepare()
+            yield store
+        finally:
+            await db.close()
+
+    async def _prepare(self) -> None:
+        try:
+            # The busy timeout first: switching to WAL needs a lock another process may hold.
+            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = NORMAL")
+            await self._db.execute("PRAGMA foreign_keys = ON")
+            async with self.transaction() as db:
+                await db.execute(
+                    "CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                    " applied_at TEXT NOT NULL)"
+                )
+                applied = {row[0] async for row in await db.execute("SELECT number FROM migrations")}
+                if applied and max(applied) > len(MIGRATIONS):
+                    raise StoreError(
+                        f"The database {self.path} was written by a newer ted-mcp (schema {max(applied)}); "
+                        "upgrade ted-mcp or point TED_DB at another file."
+                    )
+                for number, (name, sql) in enumerate(MIGRATIONS, start=1):
+                    if number not in applied:
+                        for statement in filter(str.strip, sql.split(";")):
+                            await db.execute(statement)
+                        await db.execute(
+                            "INSERT INTO migrations (number, name, applied_at) VALUES (?, ?, ?)", (number, name, _now())
+                        )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a usable ted-mcp database: {e}.") from e
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        # A read that shares the connection must not run inside another task's transaction.
+        async with self._lock:
+            yield self._db
+
+    # ---- reads -------------------------------------------------------------------------
+
+    async def _library_row(self, db: aiosqlite.Connection, name: str) -> sqlite3.Row | None:
+        async with db.execute("SELECT * FROM libraries WHERE name = ?", (name,)) as cursor:
+            return await cursor.fetchone()
+
+    async def _require_library(self, db: aiosqlite.Connection, name: str) -> sqlite3.Row:
+        if (row := await self._library_row(db, name)) is None:
+            raise NotFound(f"There is no library named {name!r}. Call list_libraries to see the ones that exist.")
+        return row
+
+    async def _experiences(self, db: aiosqlite.Connection, library_id: int, active_only: bool) -> list[Experience]:
+        sql = "SELECT * FROM experiences WHERE library_id = ?"
+        if active_only:
+            sql += " AND state = 'active'"
+        async with db.execute(sql + " ORDER BY ordinal", (library_id,)) as cursor:
+            return [_experience(row) for row in await cursor.fetchall()]
+
+    def _prompt(self, library: sqlite3.Row, items: Sequence[Experience]) -> tuple[str, int]:
+        key = (library["id"], library["version"])
+        if key not in self._prompts:
+            text = experience_prompt((e.id, e.text) for e in items)
+            self._prompts[key] = (text, count_tokens(text, _settings(library).encoding))
+        return self._prompts[key]
+
+    async def experience_prompt(self, name: str) -> ExperiencePrompt:
+        """The library's prompt and items; an unknown library reads as empty."""
+        async with self.reading() as db:
+            library = await self._library_row(db, name)
+            items = await self._experiences(db, library["id"], active_only=True) if library else []
+        settings = _settings(library) if library else LibrarySettings()
+        text, tokens = self._prompt(library, items) if library else ("", 0)
+        return ExperiencePrompt(
+            library=name,
+            version=library["version"] if library else 0,
+            prompt=text,
+            items=[ExperienceItem(**e.model_dump(include=set(ExperienceItem.model_fields))) for e in items],
+            tokens=tokens,
+            token_budget=settings.token_budget,
+            max_items=settings.max_items,
+            over_budget=tokens > settings.token_budget or len(items) > settings.max_items,
+        )
+
+    async def experiences(self, name: str, active_only: bool = True) -> list[Experience]:
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            return await self._experiences(db, library["id"], active_only)
+
+    async def list_libraries(self) -> list[LibrarySummary]:
+        async with self.reading() as db:
+            async with db.execute(
+                "SELECT l.*, (SELECT count(*) FROM attempts a WHERE a.library_id = l.id) AS attempts"
+                " FROM libraries l ORDER BY l.name"
+            ) as cursor:
+                libraries = await cursor.fetchall()
+            summaries = []
+            for library in libraries:
+                items = await self._experiences(db, library["id"], active_only=True)
+                _, tokens = self._prompt(library, items)
+                settings = _settings(library)
+                summaries.append(
+                    LibrarySummary(
+                        name=library["name"],
+                        version=library["version"],
+                        items=len(items),
+                        tokens=tokens,
+                        token_budget=settings.token_budget,
+                        max_items=settings.max_items,
+                        over_budget=tokens > settings.token_budget or len(items) > settings.max_items,
+                        attempts=library["attempts"],
+                        updated_at=library["updated_at"],
+                    )
+                )
+            return summaries
+
+    async def history(self, name: str) -> list[LibraryVersion]:
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            async with db.execute(
+                "SELECT * FROM library_versions WHERE library_id = ? ORDER BY version", (library["id"],)
+            ) as cursor:
+                return [_version(name, row) for row in await cursor.fetchall()]
+
+    async def version(self, name: str, version: int) -> LibraryVersion:
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            async with db.execute(
+                "SELECT * FROM library_versions WHERE library_id = ? AND version = ?", (library["id"], version)
+            ) as cursor:
+                row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(
+                f"Library {name!r} has no version {version}; its versions run from 0 to {library['version']}."
+            )
+        return _version(name, row)
+
+    # ---- writes ------------------------------------------------------------------------
+
+    async def _ensure_library(
+        self, db: aiosqlite.Connection, name: str, settings: LibrarySettings | None = None
+    ) -> sqlite3.Row:
+        if (row := await self._library_row(db, name)) is not None:
+            return row
+        now = _now()
+        cursor = await db.execute(
+            "INSERT INTO libraries (name, settings, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            (name, (settings or LibrarySettings()).model_dump_json(), now, now),
+        )
+        await db.execute(
+            "INSERT INTO library_versions (library_id, version, kind, reason, operations, snapshot, created_at)"
+            " VALUES (?, 0, 'create', 'library created', '[]', '[]', ?)",
+            (cursor.lastrowid, now),
+        )
+        return await self._library_row(db, name)
+
+    async def ensure_library(self, name: str, settings: LibrarySettings | None = None) -> None:
+        async with self.transaction() as db:
+            await self._ensure_library(db, name, settings)
+
+    async def apply(
+        self, name: str, operations: Sequence[Operation], kind: VersionKind, reason: str
+    ) -> ChangeResult:
+        """Apply the operations as one new version, or none of them.
+
+        Raises InvalidInput naming the first operation that does not fit the library as it
+        is at that point (earlier operations of the same call included).
+        """
+        if not operations:
+            raise InvalidInput("Nothing to apply: give at least one operation.")
+        async with self.transaction() as db:
+            library = await self._ensure_library(db, name)
+            version = library["version"] + 1
+            next_number = library["next_experience"]
+            active = {e.id for e in await self._experiences(db, library["id"], active_only=True)}
+            encoding = _settings(library).encoding
+            applied: list[Operation] = []
+
+            async def insert(text: str, provenance: dict[str, Any], usage=0, helpful=0, harmful=0) -> str:
+                nonlocal next_number
+                new_id = f"E{next_number}"
+                await db.execute(
+                    "INSERT INTO experiences (library_id, id, ordinal, text, tokens, usage_count, helpful_count,"
+                    " harmful_count, provenance, created_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (library["id"], new_id, next_number, text, count_tokens(text, encoding),
+                     usage, helpful, harmful, json.dumps(provenance), version),
+                )  # fmt: skip
+                active.add(new_id)  # later operations of this call may refer to it
+                next_number += 1
+                return new_id
+
+            def require_active(index: int, op: Operation, id_: str) -> None:
+                if id_ not in active:
+                    raise InvalidInput(
+                        f"Operation {index} ({op.op} {id_}) refers to {id_}, which is not an active experience of "
+                        f"library {name!r}; active ids: {', '.join(sorted(active, key=_number)) or 'none'}."
+                    )
+
+            for index, op in enumerate(operations, start=1):
+                match op:
+                    case AddOp():
+                        new_id = await insert(op.text, op.provenance, op.usage_count, op.helpful_count, op.harmful_count)
+                        applied.append(op.model_copy(update={"id": new_id}))
+                    case RewriteOp():
+                        require_active(index, op, op.id)
+                        await db.execute(
+                            "UPDATE experiences SET text = ?, tokens = ? WHERE library_id = ? AND id = ?",
+                            (op.text, count_tokens(op.text, encoding), library["id"], op.id),
+                        )
+                        applied.append(op)
+                    case DeleteOp():
+                        require_active(index, op, op.id)
+                        await _retire(db, library["id"], [op.id], merged_into=None)
+                        active.discard(op.id)
+                        applied.append(op)
+                    case MergeOp():
+                        if len(set(op.ids)) != len(op.ids):
+                            raise InvalidInput(f"Operation {index} (merge) lists an id twice: {op.ids}.")
+                        for id_ in op.ids:
+                            require_active(index, op, id_)
+                        marks = ",".join("?" * len(op.ids))
+                        async with db.execute(
+                            f"SELECT sum(usage_count), sum(helpful_count), sum(harmful_count) FROM experiences"
+                            f" WHERE library_id = ? AND id IN ({marks})",
+                            (library["id"], *op.ids),
+                        ) as cursor:
+                            usage, helpful, harmful = await cursor.fetchone()
+                        new_id = await insert(op.text, {"merged_from": op.ids}, usage, helpful, harmful)
+                        await _retire(db, library["id"], op.ids, merged_into=new_id)
+                        active.difference_update(op.ids)
+                        applied.append(op.model_copy(update={"into": new_id}))
+                    case RestoreOp():
+                        if op.id in active:
+                            raise InvalidInput(f"Operation {index} (restore {op.id}): {op.id} is already active.")
+                        cursor = await db.execute(
+                            "UPDATE experiences SET state = 'active', merged_into = NULL, text = ?, tokens = ?"
+                            " WHERE library_id = ? AND id = ?",
+                            (op.text, count_tokens(op.text, encoding), library["id"], op.id),
+                        )
+                        if cursor.rowcount == 0:
+                            raise InvalidInput(f"Operation {index} (restore {op.id}): library {name!r} has no {op.id}.")
+                        active.add(op.id)
+                        applied.append(op)
+
+            items = await self._experiences(db, library["id"], active_only=True)
+            snapshot = [SnapshotItem(id=e.id, text=e.text) for e in items]
+            now = _now()
+            await db.execute(
+                "INSERT INTO library_versions (library_id, version, kind, reason, operations, snapshot, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (library["id"], version, kind, reason, _dump(applied), _dump(snapshot), now),
+            )
+            await db.execute(
+                "UPDATE libraries SET version = ?, next_experience = ?, updated_at = ? WHERE id = ?",
+                (version, next_number, now, library["id"]),
+            )
+            library = await self._library_row(db, name)
+        text, tokens = self._prompt(library, items)
+        settings = _settings(library)
+        return ChangeResult(
+            library=name,
+            version=version,
+            operations=applied,
+            items=len(items),
+            tokens=tokens,
+            over_budget=tokens > settings.token_budget or len(items) > settings.max_items,
+        )
+
+    async def record_attempt(self, name: str, attempt: dict[str, Any], cited: Sequence[str]) -> dict[str, Any]:
+        """Store an attempt and count one use of each experience it cites, in one transaction.
+
+        A cited id that was merged away is counted for the experience it was merged into;
+        ids that resolve to no active experience are returned as unknown. `correct` in the
+        attempt, when not None, also moves the helpful/harmful counts of what was counted.
+        """
+        async with self.transaction() as db:
+            library = await self._ensure_library(db, name)
+            counted: dict[str, str] = {}  # cited id → the active id that was counted
+            unknown: list[str] = []
+            for id_ in cited:
+                if (resolved := await _resolve(db, library["id"], id_)) is None:
+                    unknown.append(id_)
+                else:
+                    counted[id_] = resolved
+            counted_ids = list(dict.fromkeys(counted.values()))
+            correct = attempt.get("correct")
+            cursor = await db.execute(
+                "INSERT INTO attempts (library_id, task_id, task, images, trajectory, answer, ground_truth, correct,"
+                " graded_by, cited, counted, model, library_version, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (library["id"], attempt["task_id"], attempt["task"], json.dumps(attempt.get("images", [])),
+                 attempt["trajectory"], attempt.get("answer"), attempt.get("ground_truth"), correct,
+                 attempt.get("graded_by"), json.dumps(list(cited)), json.dumps(counted_ids), attempt.get("model"),
+                 library["version"], _now()),
+            )  # fmt: skip
+            usage: dict[str, int] = {}
+            for id_ in counted_ids:
+                async with db.execute(
+                    "UPDATE experiences SET usage_count = usage_count + 1, helpful_count = helpful_count + ?,"
+                    " harmful_count = harmful_count + ? WHERE library_id = ? AND id = ? RETURNING usage_count",
+                    (int(correct is True), int(correct is False), library["id"], id_),
+                ) as update:
+                    usage[id_] = (await update.fetchone())[0]
+        return {
+            "attempt_id": cursor.lastrowid,
+            "counted_ids": counted_ids,
+            "redirected": {cited_id: to for cited_id, to in counted.items() if cited_id != to},
+            "unknown_ids": unknown,
+            "usage_counts": usage,
+        }
+
+
+async def _retire(db: aiosqlite.Connection, library_id: int, ids: Sequence[str], merged_into: str | None) -> None:
+    await db.executemany(
+        "UPDATE experiences SET state = 'retired', merged_into = ? WHERE library_id = ? AND id = ?",
+        [(merged_into, library_id, id_) for id_ in ids],
+    )
+
+
+async def _resolve(db: aiosqlite.Connection, library_id: int, id_: str) -> str | None:
+    """The active experience an id stands for now, following merges; None if there is none."""
+    seen = set()
+    while id_ not in seen:
+        seen.add(id_)
+        async with db.execute(
+            "SELECT state, merged_into FROM experiences WHERE library_id = ? AND id = ?", (library_id, id_)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        if row["state"] == "active":
+            return id_
+        if row["merged_into"] is None:
+            return None
+        id_ = row["merged_into"]
+    return None
+
+
+def _number(id_: str) -> int:
+    return int(id_[1:])
+
+
+def _settings(library: sqlite3.Row) -> LibrarySettings:
+    return LibrarySettings.model_validate_json(library["settings"])
+
+
+def _experience(row: sqlite3.Row) -> Experience:
+    return Experience(**{k: row[k] for k in row.keys() if k not in ("library_id", "ordinal", "provenance")},
+                      provenance=json.loads(row["provenance"]))  # fmt: skip
+
+
+def _version(name: str, row: sqlite3.Row) -> LibraryVersion:
+    return LibraryVersion(
+        library=name,
+        version=row["version"],
+        kind=row["kind"],
+        reason=row["reason"],
+        operations=json.loads(row["operations"]),
+        snapshot=json.loads(row["snapshot"]),
+        created_at=row["created_at"],
+    )
+
+
+def _dump(models: Sequence[Any]) -> str:
+    return json.dumps([m.model_dump(mode="json") for m in models])

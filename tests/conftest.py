@@ -1,0 +1,41 @@
+"""Shared fixtures: a real on-disk SQLite file per test, the server bound to it, and
+real MCP clients. Async tests run on anyio's pytest plugin with the asyncio backend."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from ted_server import build_server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "ted.db"
+
+
+@pytest.fixture
+def server(db_path: Path):
+    return build_server(db_path)
+
+
+@pytest.fixture(params=["auto", "legacy"])
+async def client(request, server):
+    """The SDK's in-memory client, in both protocol eras."""
+    async with Client(server, mode=request.param, raise_exceptions=False) as c:
+        yield c
+
+
+def dump_database(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table, to assert that a refused call changed nothing."""
+    if not path.exists():
+        return {}
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
