@@ -1,7 +1,10 @@
 """Shared fixtures: a real on-disk SQLite file per test, the server bound to it, and
 real MCP clients. Async tests run on anyio's pytest plugin with the asyncio backend."""
 
+import shutil
+import socket
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,17 @@ def dump_database(path: Path) -> dict[str, list[tuple]]:
     with sqlite3.connect(path) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+
+
+def installed_command(name: str) -> str:
+    """The console script installed beside this interpreter (what `pip install .` made)."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    assert found, f"{name} is not installed: run `pip install -e '.[test]'` in this environment first"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
