@@ -5,12 +5,14 @@ from the request context. A `TedError` becomes a tool error carrying the same me
 the calling agent reads what to fix and nothing was written.
 """
 
+import importlib
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
@@ -60,8 +62,11 @@ def build_server(db_path: Path | str | None = None) -> MCPServer[Store]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Store]:
-        async with Store.open(path) as store:
+        async with Store.open(path) as store, anyio.create_task_group() as tg:
             print(f"ted-mcp: experience store at {store.path}", file=sys.stderr, flush=True)
+            # The grader's sympy takes a second to import; do it now, off the event loop, rather
+            # than inside the first record_attempt that carries a ground truth.
+            tg.start_soon(anyio.to_thread.run_sync, importlib.import_module, "math_verify")
             yield store
 
     mcp = MCPServer(
@@ -98,6 +103,7 @@ def build_server(db_path: Path | str | None = None) -> MCPServer[Store]:
         ground_truth: AnswerText | None = None,
         correct: Annotated[bool | None, Field(description="Your verdict when there is no ground truth.")] = None,
         used_experience_ids: Annotated[list[ExperienceId], Field(max_length=MAX_CITED_IDS)] = [],
+        model: Annotated[str | None, Field(max_length=200, description="The model that made the attempt.")] = None,
     ) -> AttemptResult:
         """Record one attempt at a task, after you solved it.
 
@@ -117,6 +123,7 @@ def build_server(db_path: Path | str | None = None) -> MCPServer[Store]:
                 ground_truth=ground_truth,
                 correct=correct,
                 used_experience_ids=used_experience_ids,
+                model=model,
             )
 
     @mcp.tool(annotations=ADDITIVE)

@@ -3,7 +3,10 @@
     TedError
     ├── InvalidInput        an argument is malformed, too large or contradictory
     ├── NotFound            a library, version or task that does not exist
-    └── StoreError          the database file cannot be opened or migrated
+    ├── StoreError          the database file cannot be opened or migrated
+    ├── ConfigError         a model name, key or setting is missing or malformed
+    └── ModelError          a model call failed after the SDK's own retries and timeout
+        └── InvalidReply    the model's reply failed validation, even after one repair
 
 The MCP server turns any TedError into a tool error carrying the same message, so the
 agent that called the tool reads what to change; the CLI prints it and exits 1.
@@ -24,3 +27,15 @@ class NotFound(TedError):
 
 class StoreError(TedError):
     """The SQLite file is unusable (unwritable path, newer schema, corrupt file)."""
+
+
+class ConfigError(TedError):
+    """A model or setting is not configured (e.g. the API key variable is unset)."""
+
+
+class ModelError(TedError):
+    """A model call failed (timeout, rate limit, server error) once the SDK gave up retrying."""
+
+
+class InvalidReply(ModelError):
+    """A structured reply did not validate, and neither did the one repair attempt."""

@@ -24,6 +24,13 @@ async def exercise(client: Client) -> None:
     assert not added.is_error, added.content
     read = await client.call_tool("get_experiences", {"library": "net"})
     assert "[E1] Name the unknown first." in read.structured_content["prompt"]
+    # Grading runs math-verify, whose timeout needs the main thread: it must work on every transport.
+    graded = await client.call_tool(
+        "record_attempt", {"library": "net", "task": "Half of one?", "trajectory": "[E1] so \\boxed{\\frac{1}{2}}",
+                           "ground_truth": "0.5", "model": "scripted"},
+    )  # fmt: skip
+    assert not graded.is_error, graded.content
+    assert (graded.structured_content["correct"], graded.structured_content["graded_by"]) == (True, "math")
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
