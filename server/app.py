@@ -6,11 +6,13 @@ the calling agent reads what to fix and nothing was written.
 """
 
 import importlib
+import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -20,7 +22,13 @@ from mcp.types import INVALID_PARAMS, ToolAnnotations
 from pydantic import Field
 
 from ted import library as lib
-from ted.errors import TedError
+from ted.compression import CompressionResult
+from ted.compression import compress_library as compress
+from ted.critique import CritiqueResult, critique_task
+from ted.errors import ConfigError, TedError
+from ted.ledger import Ledger
+from ted.llm.base import Model
+from ted.llm.registry import get_model
 from ted.models import (
     MAX_CITED_IDS,
     AnswerText,
@@ -31,6 +39,7 @@ from ted.models import (
     ExperienceText,
     LibraryList,
     LibraryName,
+    LibraryState,
     TaskId,
     TaskText,
     TrajectoryText,
@@ -42,6 +51,11 @@ from ted.store import Store, default_db_path
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+# The teacher tools call the configured model provider: open world.
+TEACHER = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+TEACHER_DESTRUCTIVE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+)
 
 
 @contextmanager
@@ -52,22 +66,48 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(str(e)) from e
 
 
+@dataclass
+class Ted:
+    """What every tool shares, opened once in the server's lifespan."""
+
+    store: Store
+    ledger: Ledger
+    models: Callable[[str], Model]
+
+    def teacher(self, state: LibraryState) -> Model:
+        """The library's own teacher, else `TED_TEACHER`; resolved per call so keys are read late."""
+        name = state.teacher_model or os.environ.get("TED_TEACHER")
+        if not name:
+            raise ConfigError(
+                f"No teacher model is configured for library {state.name!r}: set TED_TEACHER=provider:model "
+                "(e.g. anthropic:claude-sonnet-4-5 or openai:gpt-4.1) in the server's environment, or run "
+                f"`ted config {state.name} --teacher provider:model`."
+            )
+        return self.models(name)
+
+
 def _store(ctx: Context) -> Store:
-    return ctx.request_context.lifespan_context
+    return ctx.request_context.lifespan_context.store
 
 
-def build_server(db_path: Path | str | None = None) -> MCPServer[Store]:
-    """The server, bound to one database file (default: `TED_DB` or the user data dir)."""
+def build_server(
+    db_path: Path | str | None = None, *, models: Callable[[str], Model] | None = None
+) -> MCPServer[Ted]:
+    """The server, bound to one database file (default: `TED_DB` or the user data dir).
+
+    `models` turns a `provider:model` name into a model (default: the provider adapters);
+    tests pass scripted models here.
+    """
     path = Path(db_path) if db_path is not None else default_db_path()
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer) -> AsyncIterator[Store]:
+    async def lifespan(_: MCPServer) -> AsyncIterator[Ted]:
         async with Store.open(path) as store, anyio.create_task_group() as tg:
             print(f"ted-mcp: experience store at {store.path}", file=sys.stderr, flush=True)
             # The grader's sympy takes a second to import; do it now, off the event loop, rather
             # than inside the first record_attempt that carries a ground truth.
             tg.start_soon(anyio.to_thread.run_sync, importlib.import_module, "math_verify")
-            yield store
+            yield Ted(store=store, ledger=Ledger(store), models=models or get_model)
 
     mcp = MCPServer(
         "ted-mcp",
@@ -154,6 +194,45 @@ def build_server(db_path: Path | str | None = None) -> MCPServer[Store]:
         """
         with tool_errors():
             return await lib.rollback(_store(ctx), library, version)
+
+    @mcp.tool(annotations=TEACHER)
+    async def request_critique(ctx: Context, task_id: TaskId, library: LibraryName = "default") -> CritiqueResult:
+        """Ask the teacher to critique your recorded attempts at a task and update the library.
+
+        Call it after record_attempt, once the task has a ground truth or an outcome. The
+        teacher compares the attempts with its own (cached) solution and the ground truth and
+        turns what it finds into general lessons: new ones, sharper wordings, deletions. The
+        reply lists what changed and the new version; the library is compressed if it grew
+        past its budget. Lessons that copy the attempts or address the agent are rejected.
+        """
+        ted: Ted = ctx.request_context.lifespan_context
+        with tool_errors():
+            state = await ted.store.library_state(library)
+            return await critique_task(ted.store, ted.ledger, ted.teacher(state), library, task_id)
+
+    @mcp.tool(annotations=TEACHER_DESTRUCTIVE)
+    async def compress_library(
+        ctx: Context,
+        library: LibraryName = "default",
+        strategy: Annotated[
+            Literal["teacher", "truncate", "random"],
+            Field(description="teacher: merge/rewrite/delete/retain by the teacher; truncate and random are ablations."),
+        ] = "teacher",
+        dry_run: Annotated[bool, Field(description="Show the plan without applying it.")] = False,
+        seed: Annotated[int | None, Field(description="Seed for the random strategy.")] = None,
+    ) -> CompressionResult:
+        """Shrink a library to its token budget and item cap.
+
+        The teacher sees every lesson with its priority log(1 + usage), helpful/harmful counts and
+        tokens, and merges, rewrites, deletes or retains each; if its plan still leaves the library
+        over budget the lowest-priority lessons are removed. Applied as one version (undo with
+        rollback_library); with dry_run=true nothing changes.
+        """
+        ted: Ted = ctx.request_context.lifespan_context
+        with tool_errors():
+            state = await ted.store.library_state(library)
+            teacher = ted.ledger.bind(ted.teacher(state), "compress", library=library) if strategy == "teacher" else None
+            return await compress(ted.store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)
 
     @mcp.resource(
         "ted://libraries/{library}/prompt",

@@ -3,6 +3,7 @@
     TedError
     ├── InvalidInput        an argument is malformed, too large or contradictory
     ├── NotFound            a library, version or task that does not exist
+    ├── Conflict            another client changed the library while a change was prepared
     ├── StoreError          the database file cannot be opened or migrated
     ├── ConfigError         a model name, key or setting is missing or malformed
     └── ModelError          a model call failed after the SDK's own retries and timeout
@@ -23,6 +24,10 @@ class InvalidInput(TedError):
 
 class NotFound(TedError):
     """The caller named something that does not exist; nothing was written."""
+
+
+class Conflict(TedError):
+    """The library moved on between the read a change was planned from and its write."""
 
 
 class StoreError(TedError):

@@ -21,6 +21,7 @@ from ted.models import (
     RewriteOp,
     VersionDiff,
 )
+from ted.safety import injection_problem
 from ted.store import Store
 
 
@@ -80,6 +81,11 @@ async def record_attempt(
 
 
 async def add_experience(store: Store, library: str, text: str, source: str = "manual") -> ChangeResult:
+    if why := injection_problem(text):
+        raise InvalidInput(
+            f"This lesson {why}. Lessons are prepended to agents' system prompts, so they may only talk about "
+            "the task: rephrase it as a reasoning pattern or a pitfall."
+        )
     op = AddOp(text=text.strip(), provenance={"source": source})
     return await store.apply(library, [op], kind="add", reason=f"experience added ({source})")
 

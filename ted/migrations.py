@@ -70,4 +70,50 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX attempts_by_task ON attempts (library_id, task_id);
         """,
     ),
+    (
+        "teacher solutions, model-call ledger, critiques",
+        """
+        CREATE TABLE teacher_solutions (
+            task_key TEXT NOT NULL,
+            teacher TEXT NOT NULL,
+            task TEXT NOT NULL,
+            ground_truth TEXT,
+            solution TEXT NOT NULL,
+            chain TEXT,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (task_key, teacher)
+        );
+
+        CREATE TABLE model_calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL,
+            latency_ms INTEGER NOT NULL,
+            ok INTEGER NOT NULL,
+            error TEXT,
+            library TEXT,
+            task_id TEXT,
+            job_id TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX model_calls_by_job ON model_calls (job_id);
+
+        CREATE TABLE critiques (
+            id TEXT PRIMARY KEY,
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            teacher TEXT NOT NULL,
+            attempt_ids TEXT NOT NULL,
+            version INTEGER,
+            reply TEXT NOT NULL,
+            rejected TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL
+        );
+
+        ALTER TABLE attempts ADD COLUMN chain TEXT
+        """,
+    ),
 ]

@@ -94,6 +94,34 @@ class Experience(BaseModel):
         return math.log1p(self.usage_count)
 
 
+class LibraryState(BaseModel):
+    name: str
+    settings: LibrarySettings
+    version: int
+    next_experience: int
+    teacher_model: str | None
+    student_model: str | None
+    experiences: list[Experience]
+
+
+class AttemptRecord(BaseModel):
+    id: int
+    task_id: str
+    task: str
+    trajectory: str
+    answer: str | None
+    ground_truth: str | None
+    correct: bool | None
+    graded_by: str | None
+    cited: list[str]
+    counted: list[str]
+    model: str | None
+    library_version: int
+    chain: str | None
+    critiqued_at: datetime | None
+    created_at: datetime
+
+
 class SnapshotItem(BaseModel):
     """An experience as it stood in one library version: enough to show, diff and restore it."""
 

@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,17 +19,20 @@ from typing import Any
 
 import aiosqlite
 import platformdirs
+from pydantic import ValidationError
 
-from ted.errors import InvalidInput, NotFound, StoreError
+from ted.errors import Conflict, InvalidInput, NotFound, StoreError
 from ted.migrations import MIGRATIONS
 from ted.models import (
     AddOp,
+    AttemptRecord,
     ChangeResult,
     DeleteOp,
     Experience,
     ExperienceItem,
     ExperiencePrompt,
     LibrarySettings,
+    LibraryState,
     LibrarySummary,
     LibraryVersion,
     MergeOp,
@@ -177,6 +180,66 @@ class Store:
             library = await self._require_library(db, name)
             return await self._experiences(db, library["id"], active_only)
 
+    async def library_state(self, name: str) -> LibraryState:
+        """Everything a planner needs to predict the library after a change, read at once."""
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            items = await self._experiences(db, library["id"], active_only=True)
+        return LibraryState(
+            name=name,
+            settings=_settings(library),
+            version=library["version"],
+            next_experience=library["next_experience"],
+            teacher_model=library["teacher_model"],
+            student_model=library["student_model"],
+            experiences=items,
+        )
+
+    async def attempts(self, name: str, task_id: str) -> list[AttemptRecord]:
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            async with db.execute(
+                "SELECT * FROM attempts WHERE library_id = ? AND task_id = ? ORDER BY id", (library["id"], task_id)
+            ) as cursor:
+                rows = await cursor.fetchall()
+        if not rows:
+            raise NotFound(
+                f"Library {name!r} has no attempts at task {task_id!r}. Record one with record_attempt "
+                "(its reply gives the task_id), then ask for a critique."
+            )
+        return [
+            AttemptRecord(**{k: row[k] for k in AttemptRecord.model_fields if k not in ("cited", "counted")},
+                          cited=json.loads(row["cited"]), counted=json.loads(row["counted"]))
+            for row in rows
+        ]  # fmt: skip
+
+    async def configure(
+        self,
+        name: str,
+        *,
+        teacher: str | None = None,
+        student: str | None = None,
+        token_budget: int | None = None,
+        max_items: int | None = None,
+    ) -> LibraryState:
+        """Set a library's models and budget (creating it if needed); None leaves a value as it is.
+
+        Not a new version: the lessons are unchanged. The next compression applies a new budget.
+        """
+        async with self.transaction() as db:
+            library = await self._ensure_library(db, name)
+            changes = {k: v for k, v in (("token_budget", token_budget), ("max_items", max_items)) if v is not None}
+            try:
+                settings = LibrarySettings.model_validate({**_settings(library).model_dump(), **changes})
+            except ValidationError as e:
+                raise InvalidInput(f"Invalid library settings: {e.errors()[0]['loc'][0]} {e.errors()[0]['msg']}.") from e
+            await db.execute(
+                "UPDATE libraries SET teacher_model = coalesce(?, teacher_model),"
+                " student_model = coalesce(?, student_model), settings = ? WHERE id = ?",
+                (teacher, student, settings.model_dump_json(), library["id"]),
+            )
+        return await self.library_state(name)
+
     async def list_libraries(self) -> list[LibrarySummary]:
         async with self.reading() as db:
             async with db.execute(
@@ -249,17 +312,32 @@ class Store:
             await self._ensure_library(db, name, settings)
 
     async def apply(
-        self, name: str, operations: Sequence[Operation], kind: VersionKind, reason: str
+        self,
+        name: str,
+        operations: Sequence[Operation],
+        kind: VersionKind,
+        reason: str,
+        *,
+        expected_version: int | None = None,
+        also: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None,
     ) -> ChangeResult:
         """Apply the operations as one new version, or none of them.
 
         Raises InvalidInput naming the first operation that does not fit the library as it
-        is at that point (earlier operations of the same call included).
+        is at that point (earlier operations of the same call included). `expected_version`
+        guards a plan made from an earlier read: if another client changed the library since,
+        nothing is applied. `also(db, version)` runs inside the same transaction, for records
+        that must commit together with the version (a critique, the attempts it covered).
         """
         if not operations:
             raise InvalidInput("Nothing to apply: give at least one operation.")
         async with self.transaction() as db:
             library = await self._ensure_library(db, name)
+            if expected_version is not None and library["version"] != expected_version:
+                raise Conflict(
+                    f"Library {name!r} changed (version {expected_version} → {library['version']}) while this "
+                    "change was being prepared; nothing was applied. Run it again."
+                )
             version = library["version"] + 1
             next_number = library["next_experience"]
             active = {e.id for e in await self._experiences(db, library["id"], active_only=True)}
@@ -344,6 +422,8 @@ class Store:
                 "UPDATE libraries SET version = ?, next_experience = ?, updated_at = ? WHERE id = ?",
                 (version, next_number, now, library["id"]),
             )
+            if also is not None:
+                await also(db, version)
             library = await self._library_row(db, name)
         text, tokens = self._prompt(library, items)
         settings = _settings(library)

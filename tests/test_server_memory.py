@@ -9,7 +9,10 @@ from conftest import dump_database
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = {"get_experiences", "record_attempt", "add_experience", "list_libraries", "rollback_library"}
+TOOLS = {
+    "get_experiences", "record_attempt", "add_experience", "list_libraries", "rollback_library",
+    "request_critique", "compress_library",
+}
 
 
 async def call(client, name, args=None):

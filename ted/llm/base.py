@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class TextPart(BaseModel):
@@ -26,6 +26,13 @@ class ImagePart(BaseModel):
     url: str | None = None
     data: str | None = Field(None, description="base64-encoded bytes")
     media_type: str = "image/png"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ImagePart":
+        # Refused here, not in each adapter, so a bad part fails where it is built.
+        if (self.url is None) == (self.data is None):
+            raise ValueError("An ImagePart needs exactly one of `url` or `data` (base64); for a file use from_path.")
+        return self
 
     @classmethod
     def from_path(cls, path: str | Path) -> "ImagePart":
@@ -63,6 +70,7 @@ class Completion(BaseModel):
     text: str
     usage: Usage = Field(default_factory=Usage)
     model: str = Field(description="The `provider:model` name that answered.")
+    truncated: bool = Field(False, description="The reply stopped at max_tokens, so it may be cut short.")
 
 
 class OutputSchema(BaseModel):

@@ -1,0 +1,108 @@
+"""The ledger: one row per model call, the source of every cost and token figure.
+
+`Ledger.bind(model, role, …)` wraps a model so that each call through it — including a
+structured reply's repair call, and calls that fail — is timed and recorded with what it
+served. Code that talks to models never records anything by hand.
+"""
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ted.errors import ModelError
+from ted.llm.base import Completion, Message, Model, OutputSchema
+from ted.pricing import cost_usd
+from ted.store import Store
+
+Role = Literal["student", "teacher-solve", "summarise", "critique", "compress"]
+
+
+class RoleTotals(BaseModel):
+    role: str
+    model: str
+    calls: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_ms: int
+
+
+class RecordedModel:
+    """A model whose every call lands in the ledger."""
+
+    def __init__(self, inner: Model, ledger: "Ledger", role: Role, scope: dict[str, str | None]):
+        self.inner = inner
+        self.name = inner.name
+        self._ledger = ledger
+        self._role = role
+        self._scope = scope
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 4096,
+        output: OutputSchema | None = None,
+    ) -> Completion:
+        started = time.perf_counter()
+        try:
+            completion = await self.inner.complete(messages, system=system, max_tokens=max_tokens, output=output)
+        except ModelError as e:
+            await self._ledger.record(self._role, self.name, None, started, self._scope, error=str(e))
+            raise
+        await self._ledger.record(self._role, self.name, completion, started, self._scope)
+        return completion
+
+
+class Ledger:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def bind(
+        self, model: Model, role: Role, *, library: str | None = None, task_id: str | None = None,
+        job_id: str | None = None,
+    ) -> RecordedModel:  # fmt: skip
+        return RecordedModel(model, self, role, {"library": library, "task_id": task_id, "job_id": job_id})
+
+    async def record(
+        self,
+        role: Role,
+        model: str,
+        completion: Completion | None,
+        started: float,
+        scope: dict[str, str | None],
+        error: str | None = None,
+    ) -> None:
+        usage = completion.usage if completion else None
+        tokens_in, tokens_out = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
+        async with self.store.transaction() as db:
+            await db.execute(
+                "INSERT INTO model_calls (role, model, input_tokens, output_tokens, cost_usd, latency_ms, ok, error,"
+                " library, task_id, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (role, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out),
+                 round((time.perf_counter() - started) * 1000), error is None, error, scope["library"],
+                 scope["task_id"], scope["job_id"], datetime.now(UTC).isoformat(timespec="milliseconds")),
+            )  # fmt: skip
+
+    async def totals(self, *, library: str | None = None, job_id: str | None = None) -> list[RoleTotals]:
+        """Calls, tokens and cost per (role, model), optionally for one library or job."""
+        where, args = [], []
+        for column, value in (("library", library), ("job_id", job_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = (
+            "SELECT role, model, count(*) AS calls, sum(1 - ok) AS failed, sum(input_tokens) AS input_tokens,"
+            " sum(output_tokens) AS output_tokens,"
+            " CASE WHEN count(cost_usd) = count(*) THEN sum(cost_usd) END AS cost_usd,"
+            " sum(latency_ms) AS latency_ms FROM model_calls"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY role, model ORDER BY role, model"
+        )
+        async with self.store.reading() as db, db.execute(sql, args) as cursor:
+            return [RoleTotals(**dict(row)) for row in await cursor.fetchall()]

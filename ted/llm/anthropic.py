@@ -1,0 +1,94 @@
+"""Claude through the Anthropic Messages API (`anthropic.AsyncAnthropic`).
+
+Structured replies use tool use: one tool whose input schema is the reply's schema, and a
+tool_choice that forces it, so the reply arrives as the tool's (already parsed) input. A
+reply that ignores the tool falls back to its text, which `ted.llm.structured` then parses
+or repairs.
+
+(This module is `ted.llm.anthropic`; `import anthropic` below is absolute, so it is the SDK.)
+"""
+
+import json
+from typing import Any, ClassVar
+
+import anthropic
+
+from ted.llm.base import Completion, ImagePart, Message, OutputSchema, Usage
+from ted.llm.provider import ProviderModel, StructuredOutput, join_system, schema_instructions
+
+
+class AnthropicModel(ProviderModel):
+    provider = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    wire_format = "Anthropic Messages"
+    sdk = anthropic
+    structured_modes: ClassVar[tuple[StructuredOutput, ...]] = ("tool", "prompt")
+
+    def _make_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self.settings.api_key,
+            base_url=self.base_url,
+            timeout=self.settings.timeout,
+            max_retries=self.settings.max_retries,
+        )
+
+    async def _call(
+        self,
+        client: anthropic.AsyncAnthropic,
+        messages: list[Message],
+        system: str | None,
+        max_tokens: int,
+        output: OutputSchema | None,
+    ) -> Completion:
+        params: dict[str, Any] = {}
+        if output is not None and self.structured_output == "tool":
+            params["tools"] = [
+                {
+                    "name": output.name,
+                    "description": f"Give the reply as the input of this tool: one {output.name} object.",
+                    "input_schema": output.json_schema,
+                }
+            ]
+            params["tool_choice"] = {"type": "tool", "name": output.name}
+        elif output is not None:
+            system = join_system(system, schema_instructions(output))
+        if system:
+            params["system"] = system
+        response = await client.messages.create(
+            model=self.model, max_tokens=max_tokens, messages=[_message(m) for m in messages], **params
+        )
+        return Completion(
+            text=_reply_text(response, output),
+            usage=_usage(response.usage),
+            model=self.name,
+            truncated=response.stop_reason == "max_tokens",
+        )
+
+
+def _message(message: Message) -> dict[str, Any]:
+    return {"role": message.role, "content": [_part(p) for p in message.content]}
+
+
+def _part(part: Any) -> dict[str, Any]:
+    if not isinstance(part, ImagePart):
+        return {"type": "text", "text": part.text}
+    if part.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    return {"type": "image", "source": {"type": "base64", "media_type": part.media_type, "data": part.data}}
+
+
+def _reply_text(response: Any, output: OutputSchema | None) -> str:
+    if output is not None:
+        for block in response.content:
+            if block.type == "tool_use" and block.name == output.name:
+                return json.dumps(block.input, ensure_ascii=False)
+    return "".join(block.text for block in response.content if block.type == "text")
+
+
+def _usage(usage: Any) -> Usage:
+    # Cached prompt tokens are reported apart from input_tokens; the ledger counts every
+    # token the prompt consumed, so they are added back.
+    cached = (getattr(usage, "cache_creation_input_tokens", None) or 0) + (
+        getattr(usage, "cache_read_input_tokens", None) or 0
+    )
+    return Usage(input_tokens=usage.input_tokens + cached, output_tokens=usage.output_tokens)

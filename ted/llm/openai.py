@@ -1,0 +1,104 @@
+"""OpenAI chat completions (`openai.AsyncOpenAI`), and every server that speaks the same wire
+format at another base URL: vLLM, Ollama, llama.cpp's server, OpenRouter.
+
+Compatible servers differ in how they take a schema, so `structured_output` picks one:
+`json_schema` (response_format with the schema; OpenAI, OpenRouter, vLLM, recent Ollama and
+llama.cpp), `json_object` (JSON mode plus the schema in the system prompt), or `prompt` (the
+schema in the system prompt only). `strict` stays off: strict mode rejects ordinary pydantic
+schemas (optional fields, defaults), and pydantic validates the reply anyway.
+
+(This module is `ted.llm.openai`; `import openai` below is absolute, so it is the SDK.)
+"""
+
+from typing import Any, ClassVar, Literal
+
+import openai
+
+from ted.errors import ModelError
+from ted.llm.base import Completion, ImagePart, Message, OutputSchema, Usage
+from ted.llm.provider import ModelSettings, ProviderModel, StructuredOutput, join_system, schema_instructions
+
+
+class OpenAIModel(ProviderModel):
+    provider = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    wire_format = "OpenAI chat-completions"
+    sdk = openai
+    structured_modes: ClassVar[tuple[StructuredOutput, ...]] = ("json_schema", "json_object", "prompt")
+
+    def __init__(
+        self,
+        model: str,
+        settings: ModelSettings | None = None,
+        *,
+        name: str | None = None,
+        key_env: str | None = None,
+        base_url_env: str | None = None,
+        max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
+    ):
+        """`max_tokens_param`: OpenAI's own reasoning models accept only `max_completion_tokens`;
+        many compatible servers know only the older `max_tokens`."""
+        super().__init__(model, settings, name=name, key_env=key_env, base_url_env=base_url_env)
+        self.max_tokens_param = max_tokens_param
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            # Local servers need no key, but the SDK refuses to start without one; any
+            # placeholder works there (vLLM and Ollama ignore it).
+            api_key=self.settings.api_key or "not-needed",
+            base_url=self.base_url,
+            timeout=self.settings.timeout,
+            max_retries=self.settings.max_retries,
+        )
+
+    async def _call(
+        self,
+        client: openai.AsyncOpenAI,
+        messages: list[Message],
+        system: str | None,
+        max_tokens: int,
+        output: OutputSchema | None,
+    ) -> Completion:
+        params: dict[str, Any] = {self.max_tokens_param: max_tokens}
+        if output is not None and self.structured_output == "json_schema":
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": output.name, "schema": output.json_schema, "strict": False},
+            }
+        elif output is not None:
+            system = join_system(system, schema_instructions(output))
+            if self.structured_output == "json_object":
+                params["response_format"] = {"type": "json_object"}
+        wire = ([{"role": "system", "content": system}] if system else []) + [_message(m) for m in messages]
+        response = await client.chat.completions.create(model=self.model, messages=wire, **params)
+        choices = getattr(response, "choices", None)
+        if not choices:
+            # Some gateways answer 200 with an error object instead of a completion.
+            shown = response.model_dump_json()[:300] if hasattr(response, "model_dump_json") else str(response)[:300]
+            raise ModelError(
+                f"{self.name}: {self.base_url} answered without any choice: {shown}. "
+                f"Check the model name and that {self._where} points at a chat-completions API."
+            )
+        choice = choices[0]
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=choice.message.content or choice.message.refusal or "",
+            # Not every compatible server reports usage; zeros then, rather than a failure.
+            usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens) if usage else Usage(),
+            model=self.name,
+            truncated=choice.finish_reason == "length",
+        )
+
+
+def _message(message: Message) -> dict[str, Any]:
+    # Plain strings for text-only turns: every compatible server takes them, not all take part lists.
+    if all(not isinstance(p, ImagePart) for p in message.content):
+        return {"role": message.role, "content": message.text}
+    return {"role": message.role, "content": [_part(p) for p in message.content]}
+
+
+def _part(part: Any) -> dict[str, Any]:
+    if not isinstance(part, ImagePart):
+        return {"type": "text", "text": part.text}
+    url = part.url if part.url is not None else f"data:{part.media_type};base64,{part.data}"
+    return {"type": "image_url", "image_url": {"url": url}}

@@ -1,0 +1,132 @@
+"""`provider:model` names → models, with keys and base URLs from the usual environment variables.
+
+    anthropic:claude-sonnet-4-5        ANTHROPIC_API_KEY   (ANTHROPIC_BASE_URL optional)
+    openai:gpt-4.1-mini                OPENAI_API_KEY      (OPENAI_BASE_URL optional)
+    openrouter:qwen/qwen3-vl-8b        OPENROUTER_API_KEY
+    openai-compatible:Qwen3-VL-8B      TED_OPENAI_COMPATIBLE_BASE_URL  (TED_OPENAI_COMPATIBLE_API_KEY optional)
+    local:qwen3:8b                     the same as openai-compatible: vLLM, Ollama, llama.cpp server
+    scripted:anything                  the in-process test double, ted.llm.scripted.ScriptedModel
+
+Everything after the first colon is the provider's model id, so Ollama tags keep theirs.
+Settings passed in win over the environment. Models are cached per (name, resolved
+settings), so every caller of one model shares its concurrency bound.
+"""
+
+import os
+import threading
+
+from pydantic import BaseModel
+
+from ted.errors import ConfigError
+from ted.llm.base import Model
+from ted.llm.provider import ModelSettings
+
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+
+
+class Provider(BaseModel):
+    key_env: str | None
+    key_required: bool
+    base_url_env: str | None
+    default_base_url: str | None = None
+    hint: str = ""
+
+
+PROVIDERS: dict[str, Provider] = {
+    "anthropic": Provider(key_env="ANTHROPIC_API_KEY", key_required=True, base_url_env="ANTHROPIC_BASE_URL"),
+    "openai": Provider(key_env="OPENAI_API_KEY", key_required=True, base_url_env="OPENAI_BASE_URL"),
+    "openrouter": Provider(
+        key_env="OPENROUTER_API_KEY", key_required=True, base_url_env=None, default_base_url=OPENROUTER_BASE_URL
+    ),
+    "openai-compatible": Provider(
+        key_env="TED_OPENAI_COMPATIBLE_API_KEY",
+        key_required=False,
+        base_url_env="TED_OPENAI_COMPATIBLE_BASE_URL",
+        hint=" e.g. http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama), "
+        "http://localhost:8080/v1 (llama.cpp server)",
+    ),
+    "scripted": Provider(key_env=None, key_required=False, base_url_env=None),
+}
+ALIASES = {"local": "openai-compatible"}
+
+_cache: dict[tuple[str, ModelSettings], Model] = {}
+_cache_lock = threading.Lock()
+
+
+def get_model(name: str, settings: ModelSettings | None = None) -> Model:
+    """The model called `name` (`provider:model`). Raises ConfigError naming what to set."""
+    provider_name, model_id = _split(name)
+    provider = PROVIDERS[ALIASES.get(provider_name, provider_name)]
+    settings = settings or ModelSettings()
+    if provider_name == "scripted":
+        from ted.llm.scripted import ScriptedModel
+
+        # Never cached: a test double with state shared between callers is a trap.
+        return ScriptedModel(name=name)
+    resolved = _resolve(name, provider_name, provider, settings)
+    key = (name, resolved)
+    with _cache_lock:
+        model = _cache.get(key)
+        if model is None:
+            model = _cache[key] = _build(name, provider_name, model_id, provider, resolved)
+    return model
+
+
+def clear_model_cache() -> None:
+    """Forget every cached model (tests that change the environment between calls)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _split(name: str) -> tuple[str, str]:
+    provider_name, colon, model_id = name.partition(":")
+    valid = ", ".join([*PROVIDERS, *ALIASES])
+    if not colon or not provider_name or not model_id.strip():
+        raise ConfigError(
+            f"Model name {name!r} is not `provider:model` (e.g. anthropic:claude-sonnet-4-5). Valid providers: {valid}."
+        )
+    if provider_name not in PROVIDERS and provider_name not in ALIASES:
+        raise ConfigError(f"Unknown model provider {provider_name!r} in {name!r}. Valid providers: {valid}.")
+    return provider_name, model_id
+
+
+def _resolve(name: str, provider_name: str, provider: Provider, settings: ModelSettings) -> ModelSettings:
+    api_key = settings.api_key or (os.environ.get(provider.key_env) if provider.key_env else None) or None
+    if api_key is None and provider.key_required:
+        raise ConfigError(
+            f"No API key for {name}: set the {provider.key_env} environment variable "
+            "(or pass api_key in the model settings)."
+        )
+    base_url = (
+        settings.base_url
+        or (os.environ.get(provider.base_url_env) if provider.base_url_env else None)
+        or provider.default_base_url
+    )
+    if base_url is None and provider_name in ("openai-compatible", "local"):
+        raise ConfigError(
+            f"No base URL for {name}: set the {provider.base_url_env} environment variable "
+            f"(or pass base_url in the model settings),{provider.hint}."
+        )
+    return settings.model_copy(update={"api_key": api_key, "base_url": base_url})
+
+
+def _build(name: str, provider_name: str, model_id: str, provider: Provider, settings: ModelSettings) -> Model:
+    # Imported here so that naming a model does not import both SDKs (slow) and so that
+    # the adapters can import this package freely.
+    if provider_name == "anthropic":
+        from ted.llm.anthropic import AnthropicModel
+
+        return AnthropicModel(
+            model_id, settings, name=name, key_env=provider.key_env, base_url_env=provider.base_url_env
+        )
+    from ted.llm.openai import OpenAIModel
+
+    return OpenAIModel(
+        model_id,
+        settings,
+        name=name,
+        key_env=provider.key_env,
+        base_url_env=provider.base_url_env,
+        # OpenAI's reasoning models refuse `max_tokens`; compatible servers may not know the newer name.
+        max_tokens_param="max_completion_tokens" if provider_name == "openai" else "max_tokens",
+    )

@@ -1,0 +1,133 @@
+"""Replies validated against pydantic models, with exactly one repair call.
+
+    reply, completions = await structured(model, messages, CritiqueReply, system=...)
+
+The schema goes to the provider as structured output (tool use, response_format, or the
+prompt — the adapter's choice). The reply is parsed leniently — a ```json fence or prose
+around one JSON object is fine — and validated with pydantic. If that fails, the model is
+shown its reply and the validation errors and asked once more; a second failure raises
+`InvalidReply`. There are no other retries here: transport retries are the SDK's.
+"""
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ted.errors import InvalidReply
+from ted.llm.base import Completion, Message, Model, OutputSchema
+
+T = TypeVar("T", bound=BaseModel)
+
+_FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n(.*?)```", re.DOTALL)
+_MAX_ERRORS_SHOWN = 8
+
+
+class UnusableReply(ValueError):
+    """Why a reply could not be turned into the reply type; the text is shown to the model."""
+
+
+def output_schema(reply_type: type[BaseModel]) -> OutputSchema:
+    # Tool and json_schema names allow only [A-Za-z0-9_-], up to 64 characters.
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", reply_type.__name__)[:64] or "reply"
+    return OutputSchema(name=name, json_schema=reply_type.model_json_schema())
+
+
+def extract_json(text: str) -> Any:
+    """The one JSON value in `text`: the whole text, a fenced block, or the first object in prose."""
+    stripped = text.strip()
+    if not stripped:
+        raise UnusableReply("The reply was empty.")
+    try:
+        return json.loads(stripped)
+    except ValueError as e:
+        first_error = e
+    for block in _FENCE.findall(stripped):
+        try:
+            return json.loads(block)
+        except ValueError:
+            continue
+    decoder = json.JSONDecoder()
+    for start in (i for i, ch in enumerate(stripped) if ch == "{"):
+        try:
+            value, _ = decoder.raw_decode(stripped, start)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise UnusableReply(f"The reply is not JSON and contains no JSON object ({first_error}).")
+
+
+def parse_reply(text: str, reply_type: type[T]) -> T:
+    value = extract_json(text)
+    try:
+        return reply_type.model_validate(value)
+    except ValidationError as e:
+        raise UnusableReply(_describe(e)) from e
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors()[:_MAX_ERRORS_SHOWN]:
+        where = ".".join(str(p) for p in item["loc"]) or "(the whole object)"
+        lines.append(f"- {where}: {item['msg']}")
+    more = error.error_count() - _MAX_ERRORS_SHOWN
+    if more > 0:
+        lines.append(f"- … and {more} more")
+    return "The JSON does not match the schema:\n" + "\n".join(lines)
+
+
+def _problem(completion: Completion, error: UnusableReply, max_tokens: int) -> str:
+    if completion.truncated:
+        return f"The reply was cut off at the {max_tokens}-token limit. {error}"
+    return str(error)
+
+
+async def structured(
+    model: Model,
+    messages: Sequence[Message],
+    reply_type: type[T],
+    *,
+    system: str | None = None,
+    max_tokens: int = 4096,
+) -> tuple[T, list[Completion]]:
+    """The validated reply and every completion made for it (one, or two after a repair).
+
+    Raises ModelError if a call fails, and InvalidReply (with `.completions` attached, so
+    their usage can still be counted) when the repaired reply is invalid too.
+    """
+    output = output_schema(reply_type)
+    first = await model.complete(messages, system=system, max_tokens=max_tokens, output=output)
+    completions = [first]
+    try:
+        return parse_reply(first.text, reply_type), completions
+    except UnusableReply as e:
+        problem = _problem(first, e, max_tokens)
+    repair = [
+        *messages,
+        # Anthropic refuses empty text blocks, so an empty reply is shown as a placeholder.
+        Message.assistant(first.text or "(empty reply)"),
+        Message.user(
+            f"Your reply could not be used. {problem}\n\nReply again with one JSON object that follows the "
+            f"{output.name} schema exactly. Keep the content you meant; fix only the form"
+            + (", and be more concise so it fits." if first.truncated else ".")
+        ),
+    ]
+    second = await model.complete(repair, system=system, max_tokens=max_tokens, output=output)
+    completions.append(second)
+    try:
+        return parse_reply(second.text, reply_type), completions
+    except UnusableReply as e:
+        fix = (
+            f"raise max_tokens (now {max_tokens}) — the reply was cut off"
+            if second.truncated
+            else "use a stronger model for this role, or set structured_output to a mode this provider supports"
+        )
+        error = InvalidReply(
+            f"{model.name} did not give a valid {output.name} reply, even after one repair attempt: "
+            f"{_problem(second, e, max_tokens)}\nTo fix: {fix}."
+        )
+        error.completions = completions  # type: ignore[attr-defined]
+        raise error from e
