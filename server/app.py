@@ -6,6 +6,7 @@ the calling agent reads what to fix and nothing was written.
 """
 
 import importlib
+import importlib.metadata
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -112,6 +113,7 @@ def build_server(
     mcp = MCPServer(
         "ted-mcp",
         title="TED experience library",
+        version=importlib.metadata.version("ted-mcp"),
         instructions=SERVER_INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",

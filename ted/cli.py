@@ -5,6 +5,8 @@
     ted add LIB TEXT                    ted rollback LIB VERSION
     ted export LIB [--format json|md] [--output FILE]
     ted import LIB FILE [--replace] [--format json|md]
+    ted config LIB [--teacher M] [--student M] [--budget N] [--max-items N]
+    ted costs [--library LIB] [--job JOB]
 
 The database is --db, else TED_DB, else the file in the user's data directory — the same
 one the MCP server uses, so what you change here the agents see at their next call. A
@@ -20,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pydantic_core
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console
 from rich.table import Column, Table
@@ -29,7 +31,9 @@ from rich.text import Text
 from ted import library as lib
 from ted import transfer
 from ted.errors import InvalidInput, TedError
-from ted.models import MAX_EXPERIENCE_CHARS, ChangeResult, LibraryList, library_name
+from ted.ledger import Ledger
+from ted.llm.registry import split_name
+from ted.models import ChangeResult, LibraryList, library_name
 from ted.store import Store, default_db_path
 
 
@@ -76,14 +80,7 @@ async def show(store: Store, args: argparse.Namespace, out: Console) -> None:
 
 
 async def add(store: Store, args: argparse.Namespace, out: Console) -> None:
-    try:
-        result = await lib.add_experience(store, args.library, args.text, source="cli")
-    except ValidationError:
-        # add_experience strips the text, so this is an empty or an over-long lesson.
-        raise InvalidInput(
-            f"A lesson needs 1 to {MAX_EXPERIENCE_CHARS} characters of text; this one has "
-            f"{len(args.text.strip())}. Write a general lesson in one or two sentences."
-        ) from None
+    result = await lib.add_experience(store, args.library, args.text, source="cli")
     _report(out, result, f"Added {result.operations[0].id} to {args.library}")
 
 
@@ -137,6 +134,48 @@ async def import_(store: Store, args: argparse.Namespace, out: Console) -> None:
     _report(out, result, f"Imported {_count(len(data.experiences), 'lesson')} from {args.file} into {args.library}")
 
 
+async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
+    for model in (args.teacher, args.student):
+        if model is not None:
+            split_name(model)  # a typo should fail here, not at the first critique
+    changes = (args.teacher, args.student, args.budget, args.max_items)
+    if all(v is None for v in changes):
+        state = await store.library_state(args.library)
+    else:
+        state = await store.configure(
+            args.library, teacher=args.teacher, student=args.student, token_budget=args.budget, max_items=args.max_items
+        )
+    if args.json:
+        return _print_json(state.model_dump(mode="json", exclude={"experiences", "next_experience"}))
+    out.print(
+        f"{state.name}: teacher {state.teacher_model or 'from TED_TEACHER'}, "
+        f"student {state.student_model or 'from TED_STUDENT'}, "
+        f"budget {state.settings.token_budget} tokens / {state.settings.max_items} lessons",
+        markup=False,
+    )
+
+
+async def costs(store: Store, args: argparse.Namespace, out: Console) -> None:
+    rows = await Ledger(store).totals(library=args.library, job_id=args.job)
+    if args.json:
+        return _print_json(rows)
+    if not rows:
+        return out.print("No model calls recorded yet.")
+    table = _table("role", "model", "calls", "failed", "input", "output", "cost", "time", title="tokens and cost")
+    for r in rows:
+        table.add_row(r.role, r.model, str(r.calls), str(r.failed), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
+                      _dollars(r.cost_usd), f"{r.latency_ms / 1000:.1f} s")  # fmt: skip
+    known = [r.cost_usd for r in rows if r.cost_usd is not None]
+    total = _dollars(sum(known)) + (" + unpriced calls" if len(known) < len(rows) else "")
+    table.caption = f"{_count(sum(r.calls for r in rows), 'call')} · {total}"
+    out.print(table)
+
+
+def _dollars(value: float | None) -> str:
+    # Unknown, not $0: a model missing from the price table (see TED_PRICES) has no price.
+    return "unknown" if value is None else f"${value:,.4f}"
+
+
 def _report(out: Console, result: ChangeResult, done: str) -> None:
     out.print(
         f"{done}: now version {result.version}, {_count(result.items, 'lesson')}, {result.tokens} tokens.", markup=False
@@ -152,7 +191,11 @@ def _warn_if_over_budget(out: Console, over: bool, library: str) -> None:
 
 def _table(*columns: str, **options) -> Table:
     # In a narrow terminal rich squeezes the widest column first; the lesson is what people came for.
-    cells = (Column(c, min_width=20 if c in ("lesson", "reason") else None) for c in columns)
+    # Model names are identifiers: fold them rather than cut them with an ellipsis.
+    cells = (
+        Column(c, min_width=20 if c in ("lesson", "reason") else None, no_wrap=c in ("model", "role"), overflow="fold")
+        for c in columns
+    )
     return Table(*cells, box=box.SIMPLE_HEAD, **options)
 
 
@@ -164,7 +207,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-def _print_json(value: BaseModel | Sequence[BaseModel]) -> None:
+def _print_json(value: BaseModel | Sequence[BaseModel] | dict) -> None:
     # Plain stdout, not rich: scripts parse this, and rich would wrap and colour it.
     sys.stdout.write(pydantic_core.to_json(value, indent=2).decode() + "\n")
 
@@ -222,13 +265,21 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("file", type=Path, help="a .json or .md file, e.g. one `ted export` wrote")
     i.add_argument("--format", choices=["json", "md"], help="default: from the file's extension")
     i.add_argument("--replace", action="store_true", help="retire the library's current lessons in the same version")
+    c = command("config", config, "show or set a library's teacher, student and budget", json=True)
+    c.add_argument("--teacher", help="the teacher model, provider:model (default: TED_TEACHER)")
+    c.add_argument("--student", help="the student model, provider:model (default: TED_STUDENT)")
+    c.add_argument("--budget", type=int, help="token budget of the experience prompt (default 4000)")
+    c.add_argument("--max-items", type=int, help="most lessons the library may hold (default 15)")
+    s = command("costs", costs, "model calls, tokens and cost per role and model", json=True, library=False)
+    s.add_argument("--library", help="only calls made for this library")
+    s.add_argument("--job", help="only calls made by this distillation job")
     return parser
 
 
 async def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if "library" in args:
+        if getattr(args, "library", None) is not None:
             library_name(args.library)  # before opening the database: a typo should not create a file
         async with Store.open(args.db or default_db_path()) as store:
             await args.run(store, args, Console(highlight=False))

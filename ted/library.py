@@ -15,6 +15,7 @@ from ted.models import (
     ChangedItem,
     ChangeResult,
     DeleteOp,
+    MAX_EXPERIENCE_CHARS,
     ExperiencePrompt,
     Operation,
     RestoreOp,
@@ -81,19 +82,26 @@ async def record_attempt(
 
 
 async def add_experience(store: Store, library: str, text: str, source: str = "manual") -> ChangeResult:
+    text = text.strip()
+    if not 1 <= len(text) <= MAX_EXPERIENCE_CHARS:
+        raise InvalidInput(
+            f"A lesson needs 1 to {MAX_EXPERIENCE_CHARS} characters of text; this one has {len(text)}. "
+            "Write a general lesson in one or two sentences."
+        )
     if why := injection_problem(text):
         raise InvalidInput(
             f"This lesson {why}. Lessons are prepended to agents' system prompts, so they may only talk about "
             "the task: rephrase it as a reasoning pattern or a pitfall."
         )
-    op = AddOp(text=text.strip(), provenance={"source": source})
+    op = AddOp(text=text, provenance={"source": source})
     return await store.apply(library, [op], kind="add", reason=f"experience added ({source})")
 
 
 async def rollback(store: Store, library: str, version: int) -> ChangeResult:
     """Make the library look as it did at `version`, as a new version (history is kept)."""
     target = await store.version(library, version)
-    current = {e.id: e for e in await store.experiences(library, active_only=True)}
+    state = await store.library_state(library)
+    current = {e.id: e for e in state.experiences}
     wanted = {item.id: item.text for item in target.snapshot}
     operations: list[Operation] = [DeleteOp(id=id_) for id_ in current if id_ not in wanted]
     for id_, text in wanted.items():
@@ -103,7 +111,9 @@ async def rollback(store: Store, library: str, version: int) -> ChangeResult:
             operations.append(RewriteOp(id=id_, text=text))
     if not operations:
         raise InvalidInput(f"Library {library!r} already has the content of version {version}; nothing to roll back.")
-    return await store.apply(library, operations, kind="rollback", reason=f"rollback to version {version}")
+    return await store.apply(
+        library, operations, kind="rollback", reason=f"rollback to version {version}", expected_version=state.version
+    )
 
 
 async def diff(store: Store, library: str, from_version: int, to_version: int) -> VersionDiff:

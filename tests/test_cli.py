@@ -256,3 +256,59 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture):
         cli.main(["diff", "lib", "1"])
     assert exit_.value.code == 2
     assert "the following arguments are required: B" in capsys.readouterr().err
+
+
+async def test_config_sets_models_and_budget_and_refuses_bad_values(db_path: Path, capsys: pytest.CaptureFixture):
+    shown = await ted_json(db_path, capsys, "config", "gsm8k", "--teacher", "openai:gpt-4.1", "--budget", "2000")
+    assert shown["teacher_model"] == "openai:gpt-4.1"
+    assert shown["settings"]["token_budget"] == 2000
+    assert shown["settings"]["max_items"] == 15
+    assert shown["version"] == 0  # settings are not a new version of the lessons
+
+    before = dump_database(db_path)
+    for bad, message in [
+        (["--teacher", "gpt-4.1"], "is not `provider:model`"),
+        (["--student", "nosuch:model"], "Unknown model provider 'nosuch'"),
+        (["--budget", "10"], "token_budget"),
+        (["--max-items", "0"], "max_items"),
+    ]:
+        capsys.readouterr()
+        assert await ted(db_path, "config", "gsm8k", *bad) == 1
+        assert message in capsys.readouterr().err
+    assert dump_database(db_path) == before
+
+    # Without flags it only shows; a later partial change keeps the other values.
+    shown = await ted_json(db_path, capsys, "config", "gsm8k", "--max-items", "8")
+    assert (shown["teacher_model"], shown["settings"]["token_budget"], shown["settings"]["max_items"]) == (
+        "openai:gpt-4.1", 2000, 8,
+    )  # fmt: skip
+    capsys.readouterr()
+    assert await ted(db_path, "config", "gsm8k") == 0
+    assert "teacher openai:gpt-4.1, student from TED_STUDENT, budget 2000 tokens / 8 lessons" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+async def test_costs_sums_the_ledger_per_role_and_model(db_path: Path, capsys: pytest.CaptureFixture):
+    from ted.ledger import Ledger
+    from ted.llm.base import Message
+    from ted.llm.scripted import ScriptedModel
+
+    async with Store.open(db_path) as store:
+        ledger = Ledger(store)
+        teacher = ScriptedModel(["one two three"] * 3, name="scripted:teacher")
+        for role, library in [("critique", "a"), ("critique", "a"), ("compress", "b")]:
+            await ledger.bind(teacher, role, library=library).complete([Message.user("four five")])
+
+    rows = await ted_json(db_path, capsys, "costs")
+    assert [(r["role"], r["model"], r["calls"], r["failed"]) for r in rows] == [
+        ("compress", "scripted:teacher", 1, 0),
+        ("critique", "scripted:teacher", 2, 0),
+    ]
+    assert all(r["input_tokens"] > 0 and r["output_tokens"] > 0 for r in rows)
+    assert [r["calls"] for r in await ted_json(db_path, capsys, "costs", "--library", "b")] == [1]
+
+    capsys.readouterr()
+    assert await ted(db_path, "costs") == 0
+    out = capsys.readouterr().out
+    assert "critique" in out and "3 calls" in out

@@ -1,5 +1,6 @@
 """The MCP surface through the SDK's in-memory Client, in both protocol eras."""
 
+import importlib.metadata
 import json
 
 import pytest
@@ -32,6 +33,8 @@ async def test_tools_have_schemas_annotations_and_instructions(client):
     assert tools["rollback_library"].annotations.destructive_hint
     assert tools["get_experiences"].input_schema["properties"]["library"]["pattern"] == "^[a-z0-9_-]{1,64}$"
     assert "get_experiences" in client.instructions and "record_attempt" in client.instructions
+    if client.server_info is not None:  # optional in the 2026 protocol era
+        assert (client.server_info.name, client.server_info.version) == ("ted-mcp", importlib.metadata.version("ted-mcp"))
 
 
 async def test_the_loop_read_solve_record_counts_usage(client):

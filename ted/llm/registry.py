@@ -55,7 +55,7 @@ _cache_lock = threading.Lock()
 
 def get_model(name: str, settings: ModelSettings | None = None) -> Model:
     """The model called `name` (`provider:model`). Raises ConfigError naming what to set."""
-    provider_name, model_id = _split(name)
+    provider_name, model_id = split_name(name)
     provider = PROVIDERS[ALIASES.get(provider_name, provider_name)]
     settings = settings or ModelSettings()
     if provider_name == "scripted":
@@ -78,7 +78,8 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
-def _split(name: str) -> tuple[str, str]:
+def split_name(name: str) -> tuple[str, str]:
+    """(provider, model id) of a `provider:model` name; ConfigError when it is not one."""
     provider_name, colon, model_id = name.partition(":")
     valid = ", ".join([*PROVIDERS, *ALIASES])
     if not colon or not provider_name or not model_id.strip():
