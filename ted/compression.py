@@ -7,6 +7,9 @@ resulting library is simulated exactly as the store will build it and counted wi
 tokenizer; while it is still over budget the lowest-priority lesson is removed. The plan and
 those removals are applied as one version, so the library is never left over budget and the
 whole compression can be rolled back. `truncate` and `random` reproduce the paper's ablations.
+
+`plan_compression` works on any `LibraryState`, including one simulated from operations not yet
+written, so a critique can plan its compression before it writes anything.
 """
 
 import math
@@ -14,12 +17,12 @@ import random
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ted.errors import ConfigError
 from ted.llm.base import Message, Model
 from ted.llm.structured import structured
-from ted.models import DeleteOp, LibraryState, MergeOp, Operation, RewriteOp
+from ted.models import AddOp, DeleteOp, Experience, LibraryState, MergeOp, Operation, RewriteOp
 from ted.prompts import COMPRESS_SYSTEM, compress_prompt, experience_prompt
 from ted.replies import CompressionPlan, PlanMerge, PlanRetain, PlanRewrite
 from ted.safety import lesson_problem
@@ -54,39 +57,49 @@ class CompressionResult(BaseModel):
     over_budget: bool
 
 
-class _Item(BaseModel):
-    id: str
-    text: str
-    usage_count: int
-    helpful_count: int
-    harmful_count: int
-
-
 class Simulation:
-    """The library as the store will hold it after some operations, with the same new ids."""
+    """The library as the store will hold it after some operations, with the same new ids and
+    the same token count, so a plan can be checked (and planned further) before it is written."""
 
     def __init__(self, state: LibraryState):
         self.state = state
-        self.items = [_Item(**e.model_dump()) for e in state.experiences]
+        self.items = [e.model_copy() for e in state.experiences]
         self.next_number = state.next_experience
 
-    def apply(self, op: Operation) -> None:
+    def _new(self, text: str, provenance: dict, usage: int, helpful: int, harmful: int) -> Experience:
+        item = Experience(
+            id=f"E{self.next_number}", text=text, tokens=count_tokens(text, self.state.settings.encoding),
+            usage_count=usage, helpful_count=helpful, harmful_count=harmful, provenance=provenance,
+            created_version=self.state.version + 1,
+        )  # fmt: skip
+        self.items.append(item)
+        self.next_number += 1
+        return item
+
+    def apply(self, op: Operation) -> Operation:
+        """Apply one operation; returns it as the store will record it (new ids filled in)."""
         match op:
+            case AddOp():
+                item = self._new(op.text, op.provenance, op.usage_count, op.helpful_count, op.harmful_count)
+                return op.model_copy(update={"id": item.id})
             case RewriteOp():
-                next(i for i in self.items if i.id == op.id).text = op.text
+                item = next(i for i in self.items if i.id == op.id)
+                item.text, item.tokens = op.text, count_tokens(op.text, self.state.settings.encoding)
             case DeleteOp():
                 self.items = [i for i in self.items if i.id != op.id]
             case MergeOp():
                 merged = [i for i in self.items if i.id in op.ids]
                 self.items = [i for i in self.items if i.id not in op.ids]
-                self.items.append(
-                    _Item(
-                        id=f"E{self.next_number}",
-                        text=op.text,
-                        **{k: sum(getattr(i, k) for i in merged) for k in ("usage_count", "helpful_count", "harmful_count")},
-                    )
-                )
-                self.next_number += 1
+                counts = [sum(getattr(i, k) for i in merged) for k in ("usage_count", "helpful_count", "harmful_count")]
+                item = self._new(op.text, {"merged_from": op.ids}, *counts)
+                return op.model_copy(update={"into": item.id})
+        return op
+
+    def result(self) -> LibraryState:
+        """The simulated library, as `store.library_state` will read it once the operations are applied."""
+        return self.state.model_copy(
+            update={"version": self.state.version + 1, "next_experience": self.next_number, "experiences": self.items}
+        )
 
     @property
     def tokens(self) -> int:
@@ -97,7 +110,7 @@ class Simulation:
         settings = self.state.settings
         return len(self.items) > settings.max_items or self.tokens > settings.token_budget
 
-    def removal_order(self) -> list[_Item]:
+    def removal_order(self) -> list[Experience]:
         # Lowest priority first; among equals the one that harmed more than it helped, then the
         # oldest (a new lesson has had less chance to be cited than an old unused one).
         return sorted(
@@ -114,6 +127,7 @@ def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Oper
     dropped: list[Dropped] = []
     for proposed in plan.operations:
         ids = proposed.ids if isinstance(proposed, PlanMerge) else [proposed.id]
+        text = proposed.text.strip() if isinstance(proposed, PlanMerge | PlanRewrite) else None
         reason = None
         if unknown := [i for i in ids if i not in active]:
             reason = f"refers to {', '.join(unknown)}, not an active lesson"
@@ -121,7 +135,7 @@ def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Oper
             reason = f"{', '.join(again)} already has an operation earlier in the plan"
         elif len(set(ids)) != len(ids):
             reason = "lists an id twice"
-        elif isinstance(proposed, PlanMerge | PlanRewrite) and (problem := lesson_problem(proposed.text)):
+        elif text is not None and (problem := lesson_problem(text)):
             reason = f"the new text {problem}"
         if reason:
             dropped.append(Dropped(operation=proposed.model_dump(), reason=reason))
@@ -129,9 +143,9 @@ def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Oper
         used.update(ids)
         match proposed:
             case PlanMerge():
-                operations.append(MergeOp(ids=proposed.ids, text=proposed.text))
+                operations.append(MergeOp(ids=proposed.ids, text=text))
             case PlanRewrite():
-                operations.append(RewriteOp(id=proposed.id, text=proposed.text))
+                operations.append(RewriteOp(id=proposed.id, text=text))
             case PlanRetain():
                 pass
             case _:
@@ -140,16 +154,18 @@ def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Oper
 
 
 def fit_to_budget(state: LibraryState, operations: Sequence[Operation]) -> tuple[list[Operation], list[str]]:
-    """The operations, plus deletions of the lowest-priority lessons while still over budget."""
+    """The operations, plus deletions of the lowest-priority lessons while still over budget.
+
+    The operations come back as the store will record them: a merge carries the id it will get.
+    """
     simulation = Simulation(state)
-    for op in operations:
-        simulation.apply(op)
+    predicted = [simulation.apply(op) for op in operations]
     removed = []
     while simulation.items and simulation.over_budget:
         victim = simulation.removal_order()[0]
         simulation.apply(DeleteOp(id=victim.id))
         removed.append(victim.id)
-    return [*operations, *(DeleteOp(id=id_) for id_ in removed)], removed
+    return [*predicted, *(DeleteOp(id=id_) for id_ in removed)], removed
 
 
 def _keep_what_fits(state: LibraryState, order: Sequence[str], prefix: bool) -> list[Operation]:
@@ -165,6 +181,91 @@ def _keep_what_fits(state: LibraryState, order: Sequence[str], prefix: bool) -> 
     return [DeleteOp(id=e.id) for e in state.experiences if e.id not in kept]
 
 
+class CompressionPlanned(BaseModel):
+    """A compression worked out against one library state and not yet written."""
+
+    state: LibraryState
+    strategy: Strategy
+    planned: int = Field(description="Operations the strategy chose, before the budget check.")
+    operations: list[Operation] = Field(description="What will be applied: the plan, then the budget removals.")
+    dropped: list[Dropped]
+    removed: list[str]
+
+    @property
+    def reason(self) -> str:
+        reason = f"compression ({self.strategy}): {self.planned} planned operations"
+        if self.removed:
+            reason += f"; still over budget, removed lowest-priority {', '.join(self.removed)}"
+        return reason
+
+    def result(
+        self, *, dry_run: bool, version: int | None = None, operations: list[Operation] | None = None
+    ) -> CompressionResult:
+        before, after = Simulation(self.state), Simulation(self.state)
+        for op in self.operations:
+            after.apply(op)
+        return CompressionResult(
+            library=self.state.name,
+            strategy=self.strategy,
+            dry_run=dry_run,
+            version_before=self.state.version,
+            version=self.state.version if version is None else version,
+            operations=self.operations if operations is None else operations,
+            dropped=self.dropped,
+            budget_removals=self.removed,
+            items_before=len(before.items),
+            items_after=len(after.items),
+            tokens_before=before.tokens,
+            tokens_after=after.tokens,
+            token_budget=self.state.settings.token_budget,
+            max_items=self.state.settings.max_items,
+            over_budget=after.over_budget,
+        )
+
+    async def apply(self, store: Store) -> CompressionResult:
+        """Write the plan as one version; Conflict if the library moved on since `state` was read."""
+        if not self.operations:
+            return self.result(dry_run=False)
+        applied = await store.apply(
+            self.state.name, self.operations, "compression", self.reason, expected_version=self.state.version
+        )
+        return self.result(dry_run=False, version=applied.version, operations=applied.operations)
+
+
+async def plan_compression(
+    state: LibraryState, *, strategy: Strategy = "teacher", teacher: Model | None = None, seed: int | None = None
+) -> CompressionPlanned:
+    """Work out a compression of `state` (which may be a simulated, not yet written, library).
+
+    Only the teacher strategy calls a model; nothing here writes.
+    """
+    dropped: list[Dropped] = []
+    if strategy == "teacher":
+        if teacher is None:
+            raise ConfigError("Teacher compression needs a teacher model: set TED_TEACHER=provider:model.")
+        planned: list[Operation] = []
+        if state.experiences:  # an empty library has nothing to merge, and the call would be paid for
+            items = [e.model_dump() for e in state.experiences]
+            tokens = Simulation(state).tokens
+            plan, _ = await structured(
+                teacher,
+                [Message.user(compress_prompt(items, state.settings.token_budget, state.settings.max_items, tokens))],
+                CompressionPlan,
+                system=COMPRESS_SYSTEM,
+            )
+            planned, dropped = validate_plan(plan, state)
+    elif strategy == "truncate":
+        planned = _keep_what_fits(state, [e.id for e in state.experiences], prefix=True)
+    else:
+        order = [e.id for e in state.experiences]
+        random.Random(seed).shuffle(order)
+        planned = _keep_what_fits(state, order, prefix=False)
+    operations, removed = fit_to_budget(state, planned)
+    return CompressionPlanned(
+        state=state, strategy=strategy, planned=len(planned), operations=operations, dropped=dropped, removed=removed
+    )
+
+
 async def compress_library(
     store: Store,
     library: str,
@@ -175,51 +276,7 @@ async def compress_library(
     seed: int | None = None,
 ) -> CompressionResult:
     state = await store.library_state(library)
-    before = Simulation(state)
-    dropped: list[Dropped] = []
-    if strategy == "teacher":
-        if teacher is None:
-            raise ConfigError("Teacher compression needs a teacher model: set TED_TEACHER=provider:model.")
-        items = [e.model_dump() for e in state.experiences]
-        plan, _ = await structured(
-            teacher,
-            [Message.user(compress_prompt(items, state.settings.token_budget, state.settings.max_items, before.tokens))],
-            CompressionPlan,
-            system=COMPRESS_SYSTEM,
-        )
-        planned, dropped = validate_plan(plan, state)
-    elif strategy == "truncate":
-        planned = _keep_what_fits(state, [e.id for e in state.experiences], prefix=True)
-    else:
-        order = [e.id for e in state.experiences]
-        random.Random(seed).shuffle(order)
-        planned = _keep_what_fits(state, order, prefix=False)
-    operations, removed = fit_to_budget(state, planned)
-
-    after = Simulation(state)
-    for op in operations:
-        after.apply(op)
-    version = state.version
-    if operations and not dry_run:
-        reason = f"compression ({strategy}): {len(planned)} planned operations"
-        if removed:
-            reason += f"; still over budget, removed lowest-priority {', '.join(removed)}"
-        applied = await store.apply(library, operations, "compression", reason, expected_version=state.version)
-        operations, version = applied.operations, applied.version
-    return CompressionResult(
-        library=library,
-        strategy=strategy,
-        dry_run=dry_run,
-        version_before=state.version,
-        version=version,
-        operations=operations,
-        dropped=dropped,
-        budget_removals=removed,
-        items_before=len(before.items),
-        items_after=len(after.items),
-        tokens_before=before.tokens,
-        tokens_after=after.tokens,
-        token_budget=state.settings.token_budget,
-        max_items=state.settings.max_items,
-        over_budget=after.over_budget,
-    )
+    planned = await plan_compression(state, strategy=strategy, teacher=teacher, seed=seed)
+    if dry_run:
+        return planned.result(dry_run=True)
+    return await planned.apply(store)

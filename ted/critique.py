@@ -1,28 +1,33 @@
 """Critique: the teacher turns a task's recorded attempts into general lessons.
 
-Three teacher steps, each reusable by the batch loop:
+Three teacher steps, each reusable by the batch loop (`ted.distill`):
 
 1. `solve` — the teacher solves the task once per (task, teacher) and the solution is cached,
    so later critiques and epochs never pay for it again.
-2. `summarise` — attempts and the teacher's solution are compressed into Premises → Steps →
+2. `chains_for` — attempts and the teacher's solution are compressed into Premises → Steps →
    Conclusion chains in one call; each chain is stored with its attempt and never redone.
-3. `extract` — the teacher sees the graded chains, its own chain, the reference (ground
+3. `critique_reply` — the teacher sees the graded chains, its own chain, the reference (ground
    truth, else its solution and the recorded outcomes) and the library, and proposes typed
-   operations on stable ids. They are validated and safety-checked; what survives is applied
-   in one transaction together with the critique record and the attempts it covered.
+   operations on stable ids. `validate_critique` checks them (ids, contradictions, duplicates,
+   `ted.safety`); what survives is applied in one transaction together with the critique
+   record and the attempts it covered.
 
-A library left over budget is then compressed by the same teacher.
+A library the critique would leave over budget is compressed by the same teacher, and that
+compression is planned before anything is written: every model call of a critique happens first,
+so a failed or invalid reply leaves the library as it was. What the teacher did produce — its
+solution, the chains — is kept as a cache (paid for, and valid whatever the critique decides).
 """
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
 
-from ted.compression import CompressionResult, Dropped, compress_library
-from ted.errors import InvalidInput
+from ted.compression import CompressionResult, Dropped, Simulation, compress_library, plan_compression
+from ted.errors import Conflict, InvalidInput
 from ted.ledger import Ledger
 from ted.library import task_id_for
 from ted.llm.base import Message, Model
@@ -79,21 +84,28 @@ def _clip(text: str) -> str:
 
 
 async def solve(store: Store, teacher: Model, task: str, ground_truth: str | None) -> TeacherSolution:
+    """The teacher's solution, cached per (task, teacher). A solution made without the ground
+    truth that is now known is made again with it: the reference shown next to the ground truth
+    must not contradict it."""
     key = task_id_for(task)
     async with store.reading() as db, db.execute(
-        "SELECT solution, chain FROM teacher_solutions WHERE task_key = ? AND teacher = ?", (key, teacher.name)
+        "SELECT solution, chain, ground_truth FROM teacher_solutions WHERE task_key = ? AND teacher = ?",
+        (key, teacher.name),
     ) as cursor:
         row = await cursor.fetchone()
-    if row is not None:
+    if row is not None and (ground_truth is None or row["ground_truth"] == ground_truth):
         return TeacherSolution(solution=row["solution"], chain=row["chain"] and Chain.model_validate_json(row["chain"]))
     completion = await teacher.complete(
         [Message.user(teacher_solve_prompt(task, ground_truth))], system=TEACHER_SOLVE_SYSTEM
     )
     async with store.transaction() as db:
-        # Another client may have solved it meanwhile; the first solution stays the cached one.
+        # Another client may have solved it meanwhile with the same ground truth; its solution
+        # then stays the cached one.
         await db.execute(
-            "INSERT OR IGNORE INTO teacher_solutions (task_key, teacher, task, ground_truth, solution, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO teacher_solutions (task_key, teacher, task, ground_truth, solution, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_key, teacher) DO UPDATE SET ground_truth ="
+            " excluded.ground_truth, solution = excluded.solution, chain = NULL, created_at = excluded.created_at"
+            " WHERE teacher_solutions.ground_truth IS NOT excluded.ground_truth",
             (key, teacher.name, task, ground_truth, completion.text, _now()),
         )
     return TeacherSolution(solution=completion.text, chain=None)
@@ -112,10 +124,11 @@ async def summarise(teacher: Model, task: str, traces: dict[str, str]) -> dict[s
     return {chain.label: chain for chain in reply.chains if chain.label in traces}
 
 
-async def _chains(
+async def chains_for(
     store: Store, teacher: Model, task: str, attempts: list[AttemptRecord], solution: TeacherSolution
 ) -> tuple[dict[int, str], str]:
-    """Chains (rendered) for each attempt and for the teacher, summarising only what is missing."""
+    """Chains (rendered) for each attempt (by id) and for the teacher, summarising only what is
+    missing and storing what was made, so no trace is summarised twice."""
     missing = {f"A{a.id}": a.trajectory for a in attempts if a.chain is None}
     if solution.chain is None:
         missing[TEACHER_LABEL] = solution.solution
@@ -137,17 +150,56 @@ async def _chains(
     return rendered, teacher_chain.render() if teacher_chain else _clip(solution.solution)
 
 
+async def critique_reply(
+    teacher: Model,
+    task: str,
+    ground_truth: str | None,
+    teacher_chain: str,
+    attempts: list[AttemptRecord],
+    chains: dict[int, str],
+    state: LibraryState,
+) -> CritiqueReply:
+    """The teacher's analysis and proposed operations for graded attempts (not yet validated)."""
+    reference = (
+        f"Ground truth: {ground_truth}"
+        if ground_truth is not None
+        else "Unknown: use the teacher's solution and the outcomes."
+    )
+    reply, _ = await structured(
+        teacher,
+        [
+            Message.user(
+                critique_prompt(
+                    task,
+                    reference,
+                    teacher_chain,
+                    [(f"A{a.id}", a.correct, a.counted, chains[a.id]) for a in attempts],
+                    [(e.id, e.text, e.usage_count) for e in state.experiences],
+                )
+            )
+        ],
+        CritiqueReply,
+        system=CRITIQUE_SYSTEM,
+    )
+    return reply
+
+
 def validate_critique(
-    reply: CritiqueReply, state: LibraryState, sources: list[str], provenance: dict
+    reply: CritiqueReply, active: Mapping[str, str], sources: list[str], provenance: dict
 ) -> tuple[list[Operation], list[Dropped]]:
-    """The reply's operations that are safe and fit the library; the rest with reasons."""
-    active = {e.id: e.text for e in state.experiences}
+    """The reply's operations that are safe and fit the library; the rest with reasons.
+
+    `active` maps the ids of the library's active lessons to their texts (the batch loop passes
+    the library as earlier problems of a batch left it); it is not changed.
+    """
     existing = {" ".join(t.lower().split()) for t in active.values()}
     touched: set[str] = set()
     operations: list[Operation] = []
     rejected: list[Dropped] = []
     for proposed in reply.operations:
         reason = None
+        if not isinstance(proposed, DropLesson):
+            proposed = proposed.model_copy(update={"text": proposed.text.strip()})
         if isinstance(proposed, AddLesson):
             if " ".join(proposed.text.lower().split()) in existing:
                 reason = "repeats a lesson the library already has"
@@ -187,24 +239,10 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
     scope = {"library": library, "task_id": task_id}
 
     solution = await solve(store, ledger.bind(teacher, "teacher-solve", **scope), task, ground_truth)
-    chains, teacher_chain = await _chains(store, ledger.bind(teacher, "summarise", **scope), task, pending, solution)
+    chains, teacher_chain = await chains_for(store, ledger.bind(teacher, "summarise", **scope), task, pending, solution)
     state = await store.library_state(library)
-    reference = ground_truth if ground_truth is not None else "Unknown: use the teacher's solution and the outcomes."
-    reply, _ = await structured(
-        ledger.bind(teacher, "critique", **scope),
-        [
-            Message.user(
-                critique_prompt(
-                    task,
-                    f"Ground truth: {reference}" if ground_truth is not None else reference,
-                    teacher_chain,
-                    [(f"A{a.id}", a.correct, a.counted, chains[a.id]) for a in pending],
-                    [(e.id, e.text, e.usage_count) for e in state.experiences],
-                )
-            )
-        ],
-        CritiqueReply,
-        system=CRITIQUE_SYSTEM,
+    reply = await critique_reply(
+        ledger.bind(teacher, "critique", **scope), task, ground_truth, teacher_chain, pending, chains, state
     )
 
     critique_id = uuid.uuid4().hex[:12]
@@ -212,7 +250,7 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
     provenance = {"source": "critique", "critique_id": critique_id, "task_id": task_id,
                   "attempt_ids": attempt_ids, "teacher": teacher.name}  # fmt: skip
     sources = [task, *(a.trajectory for a in pending), *(a.answer or "" for a in pending)]
-    operations, rejected = validate_critique(reply, state, sources, provenance)
+    operations, rejected = validate_critique(reply, {e.id: e.text for e in state.experiences}, sources, provenance)
 
     async def record(db, version: int | None) -> None:
         await db.execute(
@@ -224,19 +262,33 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
         marks = ",".join("?" * len(attempt_ids))
         await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (_now(), *attempt_ids))
 
+    # A critique that leaves the library over budget is compressed, and the compression is
+    # planned (the teacher called) before anything is written: a failed or invalid plan leaves
+    # the library as it was, never with the critique applied and the budget broken.
+    simulation = Simulation(state)
+    for op in operations:
+        simulation.apply(op)
+    planned = None
+    compressor = ledger.bind(teacher, "compress", **scope)
+    if simulation.over_budget:
+        after = simulation.result() if operations else state
+        planned = await plan_compression(after, strategy="teacher", teacher=compressor)
+
     version, applied, compression = state.version, [], None
     if operations:
         reason = f"critique {critique_id} of task {task_id} ({len(pending)} attempts)"
         change = await store.apply(library, operations, "critique", reason, expected_version=state.version, also=record)
         version, applied = change.version, change.operations
-        if change.over_budget:
-            compression = await compress_library(
-                store, library, strategy="teacher", teacher=ledger.bind(teacher, "compress", **scope)
-            )
-            version = compression.version
     else:
         async with store.transaction() as db:
             await record(db, None)
+    if planned is not None:
+        try:
+            compression = await planned.apply(store)
+        except Conflict:
+            # Another client changed the library between the two writes: plan again from it.
+            compression = await compress_library(store, library, strategy="teacher", teacher=compressor)
+        version = compression.version
     return CritiqueResult(
         library=library,
         task_id=task_id,

@@ -3,6 +3,11 @@
 `Ledger.bind(model, role, …)` wraps a model so that each call through it — including a
 structured reply's repair call, and calls that fail — is timed and recorded with what it
 served. Code that talks to models never records anything by hand.
+
+With a `key` (a job's name for one step, e.g. "e0/p17/critique"), a successful call also stores
+its reply, and a later call under the same job and key gets that reply back without calling the
+model: a resumed job never pays twice. The n-th call through one bound model uses `key#n`
+(n > 1), so a structured reply's repair call is replayed as the repair, not as the first reply.
 """
 
 import time
@@ -13,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from ted.errors import ModelError
-from ted.llm.base import Completion, Message, Model, OutputSchema
+from ted.llm.base import Completion, Message, Model, OutputSchema, Usage
 from ted.pricing import cost_usd
 from ted.store import Store
 
@@ -34,12 +39,16 @@ class RoleTotals(BaseModel):
 class RecordedModel:
     """A model whose every call lands in the ledger."""
 
-    def __init__(self, inner: Model, ledger: "Ledger", role: Role, scope: dict[str, str | None]):
+    def __init__(
+        self, inner: Model, ledger: "Ledger", role: Role, scope: dict[str, str | None], key: str | None = None
+    ):
         self.inner = inner
         self.name = inner.name
         self._ledger = ledger
         self._role = role
         self._scope = scope
+        self._key = key
+        self._calls = 0
 
     async def complete(
         self,
@@ -49,13 +58,17 @@ class RecordedModel:
         max_tokens: int = 4096,
         output: OutputSchema | None = None,
     ) -> Completion:
+        self._calls += 1
+        key = None if self._key is None else self._key if self._calls == 1 else f"{self._key}#{self._calls}"
+        if key is not None and (stored := await self._ledger.stored_reply(self._scope["job_id"], key)) is not None:
+            return stored.model_copy(update={"model": self.name})
         started = time.perf_counter()
         try:
             completion = await self.inner.complete(messages, system=system, max_tokens=max_tokens, output=output)
         except ModelError as e:
             await self._ledger.record(self._role, self.name, None, started, self._scope, error=str(e))
             raise
-        await self._ledger.record(self._role, self.name, completion, started, self._scope)
+        await self._ledger.record(self._role, self.name, completion, started, self._scope, key=key)
         return completion
 
 
@@ -65,9 +78,22 @@ class Ledger:
 
     def bind(
         self, model: Model, role: Role, *, library: str | None = None, task_id: str | None = None,
-        job_id: str | None = None,
+        job_id: str | None = None, key: str | None = None,
     ) -> RecordedModel:  # fmt: skip
-        return RecordedModel(model, self, role, {"library": library, "task_id": task_id, "job_id": job_id})
+        """`model`, recording every call; with `key`, replaying the reply stored under (job_id, key)."""
+        return RecordedModel(model, self, role, {"library": library, "task_id": task_id, "job_id": job_id}, key)
+
+    async def stored_reply(self, job_id: str | None, key: str) -> Completion | None:
+        async with self.store.reading() as db, db.execute(
+            "SELECT reply, input_tokens, output_tokens FROM model_calls WHERE job_id IS ? AND call_key = ? AND ok"
+            " AND reply IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (job_id, key),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        usage = Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"])
+        return Completion(text=row["reply"], usage=usage, model="")
 
     async def record(
         self,
@@ -77,17 +103,22 @@ class Ledger:
         started: float,
         scope: dict[str, str | None],
         error: str | None = None,
+        key: str | None = None,
     ) -> None:
         usage = completion.usage if completion else None
         tokens_in, tokens_out = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
+        row = {
+            "role": role, "model": model, "input_tokens": tokens_in, "output_tokens": tokens_out,
+            "cost_usd": cost_usd(model, tokens_in, tokens_out),
+            "latency_ms": round((time.perf_counter() - started) * 1000), "ok": error is None, "error": error,
+            **scope, "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }  # fmt: skip
+        if key is not None:
+            row |= {"call_key": key, "reply": completion.text if completion else None}
         async with self.store.transaction() as db:
             await db.execute(
-                "INSERT INTO model_calls (role, model, input_tokens, output_tokens, cost_usd, latency_ms, ok, error,"
-                " library, task_id, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (role, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out),
-                 round((time.perf_counter() - started) * 1000), error is None, error, scope["library"],
-                 scope["task_id"], scope["job_id"], datetime.now(UTC).isoformat(timespec="milliseconds")),
-            )  # fmt: skip
+                f"INSERT INTO model_calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
+            )
 
     async def totals(self, *, library: str | None = None, job_id: str | None = None) -> list[RoleTotals]:
         """Calls, tokens and cost per (role, model), optionally for one library or job."""

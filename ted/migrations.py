@@ -116,4 +116,43 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE attempts ADD COLUMN chain TEXT
         """,
     ),
+    (
+        "distillation jobs; attempts, critiques and model calls know their job",
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            library TEXT NOT NULL,
+            params TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            problems TEXT NOT NULL,
+            problems_total INTEGER NOT NULL,
+            problems_done INTEGER NOT NULL DEFAULT 0,
+            epoch INTEGER NOT NULL DEFAULT 0,
+            batch INTEGER NOT NULL DEFAULT 0,
+            stats TEXT NOT NULL DEFAULT '[]',
+            state TEXT NOT NULL,
+            error TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            lease_until TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        ALTER TABLE attempts ADD COLUMN job_id TEXT;
+        ALTER TABLE attempts ADD COLUMN epoch INTEGER;
+        ALTER TABLE attempts ADD COLUMN problem_id TEXT;
+        ALTER TABLE attempts ADD COLUMN rollout INTEGER;
+        CREATE UNIQUE INDEX attempts_by_rollout ON attempts (job_id, epoch, problem_id, rollout)
+            WHERE job_id IS NOT NULL;
+
+        ALTER TABLE critiques ADD COLUMN job_id TEXT;
+
+        -- A job's calls remember their reply under a key, so a resumed job reuses what it paid for.
+        ALTER TABLE model_calls ADD COLUMN call_key TEXT;
+        ALTER TABLE model_calls ADD COLUMN reply TEXT;
+        CREATE INDEX model_calls_by_key ON model_calls (job_id, call_key) WHERE call_key IS NOT NULL
+        """,
+    ),
 ]

@@ -136,3 +136,15 @@ def compress_prompt(items: list[dict], token_budget: int, max_items: int, tokens
         f"Budget: at most {token_budget} tokens and {max_items} lessons. "
         f"Now: {tokens} tokens and {len(items)} lessons.\n\n" + "\n\n".join(lines)
     )
+
+
+# ---- the student in a distillation or an evaluation ----------------------------------------
+
+STUDENT_SYSTEM = (
+    "Solve the task. Reason step by step, then end with a line of the form 'Answer: <your final answer>'."
+)
+
+
+def student_system(experiences: str) -> str:
+    """[system prompt; experiences]: the task follows as the user message."""
+    return f"{STUDENT_SYSTEM}\n\n{experiences}" if experiences else STUDENT_SYSTEM

@@ -14,6 +14,7 @@ MAX_TEACHER_LESSON_CHARS = 800
 # A lesson sharing this many consecutive words with an attempt or task copies it.
 COPIED_SPAN_WORDS = 12
 
+_SECRET = r"\b(api[ _-]?keys?|passwords?|secrets?|credentials?|private keys?|access tokens?|ssh keys?)"
 _INJECTION = [
     (re.compile(r"\b(ignore|disregard|forget|override)\b.{0,40}\b(previous|prior|above|earlier|all|system|your)\b"
                 r".{0,20}\b(instructions?|prompts?|rules|guidelines|messages?)", re.I | re.S),
@@ -23,8 +24,12 @@ _INJECTION = [
     (re.compile(r"(https?://|ftp://|www\.)\S+|\b[a-z0-9-]+\.(com|net|org|io|ru|xyz|sh)/\S*", re.I),
      "contains a URL; lessons must not send the agent anywhere"),
     (re.compile(r"\b(send|share|reveal|print|output|post|upload|provide|paste|dump|leak|email|read|cat|echo)\b"
-                r".{0,40}\b(api[ _-]?keys?|passwords?|secrets?|credentials?|private keys?|access tokens?|ssh keys?)",
-                re.I | re.S),
+                r".{0,40}" + _SECRET, re.I | re.S),
+     "asks for secrets or credentials"),
+    (re.compile(r"\b(ask|request|demand|beg)(s|ed|ing)?\b(\s+\S+){0,4}?\s+for\b.{0,30}" + _SECRET, re.I | re.S),
+     "asks for secrets or credentials"),
+    (re.compile(r"\b(collect|harvest|steal|grab|extract)\b.{0,40}" + _SECRET
+                + r"|\b(give|tell|enter|type)\b.{0,20}\b(your|their|the user'?s)\b.{0,20}" + _SECRET, re.I | re.S),
      "asks for secrets or credentials"),
     (re.compile(r"\bexfiltrat\w*|\brm\s+-rf\s+[/~]|\|\s*(ba)?sh\b|\.env\b", re.I),
      "contains a command aimed at the agent's machine"),
@@ -54,6 +59,8 @@ def lesson_problem(text: str, sources: Iterable[str] = (), max_chars: int = MAX_
 
     `sources` are the texts the lesson was distilled from (tasks, trajectories, answers).
     """
+    if not text.strip():
+        return "is empty"
     if len(text) > max_chars:
         return f"is {len(text)} characters long; lessons are capped at {max_chars}"
     if why := injection_problem(text):
