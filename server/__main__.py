@@ -8,6 +8,7 @@ import anyio
 
 from ted_server.app import build_server
 from ted_server.http import MissingToken, http_app, serve
+from ted_server.stdio import run_stdio
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     mcp = build_server(args.db)
     try:
         if args.transport == "stdio":
-            anyio.run(mcp.run_stdio_async)
+            anyio.run(run_stdio, mcp)
         else:
             app = http_app(mcp, args.host, args.token)
             print(f"ted-mcp: serving MCP on http://{args.host}:{args.port}/mcp", file=sys.stderr, flush=True)

@@ -7,27 +7,32 @@ the calling agent reads what to fix and nothing was written.
 
 import importlib
 import importlib.metadata
-import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
+from ted_server.runner import JobRunner
 
+from ted import jobs
 from ted import library as lib
 from ted.compression import CompressionResult
 from ted.compression import compress_library as compress
 from ted.critique import CritiqueResult, critique_task
-from ted.errors import ConfigError, TedError
+from ted.datasets import dataset_from_items, load_dataset
+from ted.distill import Estimate, estimate
+from ted.errors import TedError
+from ted.jobs import Compression, DistillParams, JobStatus
 from ted.ledger import Ledger
+from ted.library import model_name
 from ted.llm.base import Model
 from ted.llm.registry import get_model
 from ted.models import (
@@ -67,6 +72,14 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(str(e)) from e
 
 
+@contextmanager
+def resource_errors() -> Iterator[None]:
+    try:
+        yield
+    except TedError as e:
+        raise ResourceError(str(e)) from e
+
+
 @dataclass
 class Ted:
     """What every tool shares, opened once in the server's lifespan."""
@@ -74,17 +87,17 @@ class Ted:
     store: Store
     ledger: Ledger
     models: Callable[[str], Model]
+    runner: JobRunner
 
     def teacher(self, state: LibraryState) -> Model:
         """The library's own teacher, else `TED_TEACHER`; resolved per call so keys are read late."""
-        name = state.teacher_model or os.environ.get("TED_TEACHER")
-        if not name:
-            raise ConfigError(
-                f"No teacher model is configured for library {state.name!r}: set TED_TEACHER=provider:model "
-                "(e.g. anthropic:claude-sonnet-4-5 or openai:gpt-4.1) in the server's environment, or run "
-                f"`ted config {state.name} --teacher provider:model`."
-            )
-        return self.models(name)
+        return self.models(model_name(state, "teacher"))
+
+
+class DistillStarted(BaseModel):
+    started: bool
+    estimate: Estimate
+    job: JobStatus | None
 
 
 def _store(ctx: Context) -> Store:
@@ -108,7 +121,16 @@ def build_server(
             # The grader's sympy takes a second to import; do it now, off the event loop, rather
             # than inside the first record_attempt that carries a ground truth.
             tg.start_soon(anyio.to_thread.run_sync, importlib.import_module, "math_verify")
-            yield Ted(store=store, ledger=Ledger(store), models=models or get_model)
+            ledger, resolve = Ledger(store), models or get_model
+            runner = JobRunner(store, ledger, resolve, tg)
+            if resumed := await runner.resume_interrupted():
+                print(f"ted-mcp: resuming interrupted jobs {', '.join(resumed)}", file=sys.stderr, flush=True)
+            try:
+                yield Ted(store=store, ledger=ledger, models=resolve, runner=runner)
+            finally:
+                # A job still running stays `running` in the database with this (soon gone)
+                # process as its owner, so the next start resumes it; don't wait for it here.
+                tg.cancel_scope.cancel()
 
     mcp = MCPServer(
         "ted-mcp",
@@ -236,6 +258,94 @@ def build_server(
             teacher = ted.ledger.bind(ted.teacher(state), "compress", library=library) if strategy == "teacher" else None
             return await compress(ted.store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)
 
+    @mcp.tool(annotations=TEACHER)
+    async def distill_batch(
+        ctx: Context,
+        dataset: Annotated[
+            str | list[dict[str, Any]],
+            Field(description="A JSONL file on the server's machine (absolute path), or a list of items "
+                  "{id, question, answer, images?}."),
+        ],
+        library: LibraryName = "default",
+        epochs: Annotated[int, Field(ge=1, le=100)] = 3,
+        rollouts: Annotated[int, Field(ge=1, le=64, description="Student attempts per problem and epoch.")] = 5,
+        concurrency: Annotated[int, Field(ge=1, le=256, description="Problems in flight; 1 = strict order.")] = 8,
+        student: Annotated[str | None, Field(description="provider:model; default: the library's, else TED_STUDENT.")] = None,
+        teacher: Annotated[str | None, Field(description="provider:model; default: the library's, else TED_TEACHER.")] = None,
+        compression: Annotated[
+            Compression, Field(description="teacher (the method); none, truncate, random reproduce the ablations.")
+        ] = "teacher",
+        critique_all: Annotated[bool, Field(description="Critique groups whose rollouts were all correct too.")] = False,
+        limit: Annotated[int | None, Field(ge=1, description="Use only the first `limit` problems.")] = None,
+        max_cost_usd: Annotated[float | None, Field(gt=0, description="Stop cleanly at this cost.")] = None,
+        max_tokens: Annotated[int | None, Field(gt=0, description="Stop cleanly at this many tokens.")] = None,
+        estimate_only: Annotated[bool, Field(description="Return the estimate without starting.")] = False,
+    ) -> DistillStarted:
+        """Start the whole TED loop over a dataset as a background job; returns its id at once.
+
+        Each epoch the student answers every problem `rollouts` times with the library in its
+        prompt; the teacher critiques the groups with wrong answers and the library is
+        compressed to its budget. Follow it with get_job (wait=true to receive progress),
+        stop it with cancel_job. The reply carries an estimate of calls and tokens.
+        """
+        ted: Ted = ctx.request_context.lifespan_context
+        with tool_errors():
+            if isinstance(dataset, str):
+                data = await load_dataset(dataset, limit=limit)
+            else:
+                data = await dataset_from_items(dataset, limit=limit)
+            await ted.store.ensure_library(library)
+            state = await ted.store.library_state(library)
+            params = DistillParams(
+                library=library, student=model_name(state, "student", student),
+                teacher=model_name(state, "teacher", teacher), epochs=epochs, rollouts=rollouts,
+                concurrency=concurrency, compression=compression, critique_all=critique_all,
+                max_cost_usd=max_cost_usd, max_tokens=max_tokens,
+            )  # fmt: skip
+            for name in (params.student, params.teacher):
+                ted.models(name)  # a missing key fails now, naming its variable, not inside the job
+            guess = estimate(params, data.problems, state.settings.encoding)
+            if estimate_only:
+                return DistillStarted(started=False, estimate=guess, job=None)
+            job = await jobs.create(ted.store, params, data.problems, data.path or data.name)
+            ted.runner.start(job.id)
+            return DistillStarted(started=True, estimate=guess, job=await jobs.status(ted.store, ted.ledger, job.id))
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def get_job(
+        ctx: Context,
+        job_id: Annotated[str, Field(min_length=1, max_length=64)],
+        wait: Annotated[bool, Field(description="Wait until the job ends (or `timeout`), sending progress.")] = False,
+        timeout: Annotated[float, Field(gt=0, le=3600, description="Seconds to wait at most.")] = 300,
+    ) -> JobStatus:
+        """State, progress (problems done / total, epoch), cost so far, library version and error of a job.
+
+        With wait=true the call returns when the job ends or after `timeout` seconds, and
+        sends a progress notification after every batch in the meantime.
+        """
+        ted: Ted = ctx.request_context.lifespan_context
+        with tool_errors():
+            status = await jobs.status(ted.store, ted.ledger, job_id)
+            with anyio.move_on_after(timeout if wait else 0):
+                while wait and not status.finished:
+                    await ted.runner.wait_for_change(job_id, timeout)
+                    previous, status = status, await jobs.status(ted.store, ted.ledger, job_id)
+                    if (status.problems_done, status.state) != (previous.problems_done, previous.state):
+                        await ctx.report_progress(
+                            status.problems_done, status.problems_total * status.params.epochs,
+                            f"epoch {min(status.epoch + 1, status.params.epochs)}/{status.params.epochs}, "
+                            f"library v{status.library_version}, {status.state}",
+                        )  # fmt: skip
+            return status
+
+    @mcp.tool(annotations=DESTRUCTIVE)
+    async def cancel_job(ctx: Context, job_id: Annotated[str, Field(min_length=1, max_length=64)]) -> JobStatus:
+        """Stop a job cleanly: the batch in flight is dropped, everything applied before it stays."""
+        ted: Ted = ctx.request_context.lifespan_context
+        with tool_errors():
+            await ted.runner.cancel(job_id)
+            return await jobs.status(ted.store, ted.ledger, job_id)
+
     @mcp.resource(
         "ted://libraries/{library}/prompt",
         name="experience-prompt",
@@ -243,10 +353,8 @@ def build_server(
         mime_type="text/markdown",
     )
     async def experience_prompt_resource(library: str, ctx: Context) -> str:
-        try:
+        with resource_errors():
             return (await lib.get_experiences(_store(ctx), library_name(library))).prompt
-        except TedError as e:
-            raise ResourceError(str(e)) from e
 
     @mcp.resource(
         "ted://libraries/{library}/history",
@@ -255,11 +363,20 @@ def build_server(
         mime_type="application/json",
     )
     async def history_resource(library: str, ctx: Context) -> str:
-        try:
+        with resource_errors():
             versions = await _store(ctx).history(library_name(library))
-        except TedError as e:
-            raise ResourceError(str(e)) from e
         return "[" + ",".join(v.model_dump_json() for v in versions) + "]"
+
+    @mcp.resource(
+        "ted://jobs/{job_id}",
+        name="job",
+        description="A distillation job: state, progress, cost, library version, error.",
+        mime_type="application/json",
+    )
+    async def job_resource(job_id: str, ctx: Context) -> str:
+        ted: Ted = ctx.request_context.lifespan_context
+        with resource_errors():
+            return (await jobs.status(ted.store, ted.ledger, job_id)).model_dump_json()
 
     @mcp.prompt(title="Solve with experiences")
     async def solve_with_experiences(task: str, ctx: Context, library: str = "default") -> str:

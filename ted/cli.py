@@ -7,6 +7,9 @@
     ted import LIB FILE [--replace] [--format json|md]
     ted config LIB [--teacher M] [--student M] [--budget N] [--max-items N]
     ted costs [--library LIB] [--job JOB]
+    ted distill --dataset FILE --library LIB [--student M --teacher M --epochs 3 --rollouts 5 …]
+    ted distill --resume JOB
+    ted eval --dataset FILE --library LIB [--student M] [--samples K]
 
 The database is --db, else TED_DB, else the file in the user's data directory — the same
 one the MCP server uses, so what you change here the agents see at their next call. A
@@ -30,6 +33,7 @@ from rich.text import Text
 
 from ted import library as lib
 from ted import transfer
+from ted.cli_runs import add_commands
 from ted.errors import InvalidInput, TedError
 from ted.ledger import Ledger
 from ted.llm.registry import split_name
@@ -273,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     s = command("costs", costs, "model calls, tokens and cost per role and model", json=True, library=False)
     s.add_argument("--library", help="only calls made for this library")
     s.add_argument("--job", help="only calls made by this distillation job")
+    add_commands(command)
     return parser
 
 

@@ -226,6 +226,21 @@ def validate_critique(
     return operations, rejected
 
 
+async def record_critique(
+    db, library: str, critique_id: str, task_id: str, teacher: str, attempt_ids: list[int], version: int | None,
+    reply: CritiqueReply, rejected: list[Dropped], job_id: str | None = None,
+) -> None:  # fmt: skip
+    """The critique's record, and its attempts marked critiqued; inside the caller's transaction."""
+    await db.execute(
+        "INSERT INTO critiques (id, library_id, task_id, teacher, attempt_ids, version, reply, rejected, created_at,"
+        " job_id) SELECT ?, id, ?, ?, ?, ?, ?, ?, ?, ? FROM libraries WHERE name = ?",
+        (critique_id, task_id, teacher, json.dumps(attempt_ids), version, reply.model_dump_json(),
+         json.dumps([r.model_dump() for r in rejected]), _now(), job_id, library),
+    )  # fmt: skip
+    marks = ",".join("?" * len(attempt_ids))
+    await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (_now(), *attempt_ids))
+
+
 async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: str, task_id: str) -> CritiqueResult:
     attempts = await store.attempts(library, task_id)
     pending = [a for a in attempts if a.critiqued_at is None]
@@ -253,14 +268,7 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
     operations, rejected = validate_critique(reply, {e.id: e.text for e in state.experiences}, sources, provenance)
 
     async def record(db, version: int | None) -> None:
-        await db.execute(
-            "INSERT INTO critiques (id, library_id, task_id, teacher, attempt_ids, version, reply, rejected, created_at)"
-            " SELECT ?, id, ?, ?, ?, ?, ?, ?, ? FROM libraries WHERE name = ?",
-            (critique_id, task_id, teacher.name, json.dumps(attempt_ids), version, reply.model_dump_json(),
-             json.dumps([r.model_dump() for r in rejected]), _now(), library),
-        )  # fmt: skip
-        marks = ",".join("?" * len(attempt_ids))
-        await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (_now(), *attempt_ids))
+        await record_critique(db, library, critique_id, task_id, teacher.name, attempt_ids, version, reply, rejected)
 
     # A critique that leaves the library over budget is compressed, and the compression is
     # planned (the teacher called) before anything is written: a failed or invalid plan leaves

@@ -4,19 +4,22 @@ the `ted` CLI, on top of the store. Arguments arrive already validated by the ty
 """
 
 import hashlib
+import os
 from collections.abc import Sequence
+from typing import Literal
 
 from ted.citations import cited_ids
-from ted.errors import InvalidInput
+from ted.errors import ConfigError, InvalidInput
 from ted.grading import final_answer, grade
 from ted.models import (
+    MAX_EXPERIENCE_CHARS,
     AddOp,
     AttemptResult,
     ChangedItem,
     ChangeResult,
     DeleteOp,
-    MAX_EXPERIENCE_CHARS,
     ExperiencePrompt,
+    LibraryState,
     Operation,
     RestoreOp,
     RewriteOp,
@@ -131,3 +134,15 @@ async def diff(store: Store, library: str, from_version: int, to_version: int) -
             if id_ in before and before[id_].text != item.text
         ],
     )
+
+
+def model_name(state: LibraryState, role: Literal["teacher", "student"], given: str | None = None) -> str:
+    """The model for a role: the one given, else the library's own, else TED_TEACHER / TED_STUDENT."""
+    name = given or getattr(state, f"{role}_model") or os.environ.get(f"TED_{role.upper()}")
+    if not name:
+        raise ConfigError(
+            f"No {role} model is configured for library {state.name!r}: set TED_{role.upper()}=provider:model "
+            "(e.g. anthropic:claude-sonnet-4-5 or openai:gpt-4.1) in the server's environment, or run "
+            f"`ted config {state.name} --{role} provider:model`."
+        )
+    return name

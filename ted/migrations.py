@@ -126,6 +126,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             params TEXT NOT NULL,
             dataset TEXT NOT NULL,
             problems TEXT NOT NULL,
+            start_version INTEGER NOT NULL,
             problems_total INTEGER NOT NULL,
             problems_done INTEGER NOT NULL DEFAULT 0,
             epoch INTEGER NOT NULL DEFAULT 0,

@@ -9,7 +9,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, computed_field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, WithJsonSchema, computed_field
 
 from ted.errors import InvalidInput
 
@@ -120,6 +120,7 @@ class AttemptRecord(BaseModel):
     chain: str | None
     critiqued_at: datetime | None
     created_at: datetime
+    rollout: int | None = None
 
 
 class SnapshotItem(BaseModel):
@@ -198,7 +199,12 @@ class ExperiencePrompt(BaseModel):
     library: str
     version: int = Field(description="Library version; 0 means the library is empty or does not exist yet.")
     prompt: str = Field(description="Text to prepend to your system prompt; empty when there is nothing to apply.")
-    items: list[ExperienceItem]
+    # The item schema written out in place of a `$ref` into `$defs`: a client checks every reply
+    # against this output schema (the Python SDK with jsonschema), and resolving the reference
+    # once per item was a tenth of that check's cost.
+    items: Annotated[
+        list[ExperienceItem], WithJsonSchema({"type": "array", "items": ExperienceItem.model_json_schema()})
+    ]
     tokens: int = Field(description="Tokens of `prompt`, counted with the library's encoding.")
     token_budget: int
     max_items: int

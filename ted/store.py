@@ -5,6 +5,10 @@ own), so every write is a `BEGIN IMMEDIATE` transaction — it takes the write l
 and waits on the busy timeout instead of failing on a lock upgrade — and counters are
 incremented in SQL, never read-modify-written in Python. Within one process a lock keeps
 coroutines from interleaving statements of different transactions on the one connection.
+
+`get_experiences` is the call an agent makes before every task, so its reply is cached and
+checked against SQLite's `PRAGMA data_version` on a second, read-only connection: that costs
+microseconds on the event loop, and it changes whenever any connection, in any process, commits.
 """
 
 import asyncio
@@ -46,6 +50,16 @@ from ted.prompts import experience_prompt
 from ted.tokens import count_tokens
 
 BUSY_TIMEOUT_MS = 30_000
+MAX_CACHED_PROMPTS = 64
+
+# One statement, one trip to aiosqlite's thread: the library and its active lessons. A library
+# without active lessons still yields its own row, with NULL lesson columns.
+_PROMPT_SQL = (
+    "SELECT l.id, l.version, l.settings, e.id AS item_id, e.text, e.usage_count, e.helpful_count,"
+    " e.harmful_count, e.tokens FROM libraries l"
+    " LEFT JOIN experiences e ON e.library_id = l.id AND e.state = 'active'"
+    " WHERE l.name = ? ORDER BY e.ordinal"
+)
 
 
 def default_db_path() -> Path:
@@ -53,6 +67,24 @@ def default_db_path() -> Path:
     if env := os.environ.get("TED_DB"):
         return Path(env).expanduser()
     return Path(platformdirs.user_data_dir("ted-mcp")) / "ted.db"
+
+
+def _open_probe(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection that only asks `PRAGMA data_version`; None if it cannot open.
+
+    Timeout 0: the probe runs on the event loop, so it must never wait on a lock; when busy,
+    the caller reads the tables as if there were no cache.
+    """
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0, isolation_level=None)
+    except (sqlite3.Error, ValueError):
+        return None  # e.g. ":memory:", which has no file to open twice
+    try:
+        probe.execute("PRAGMA data_version").fetchall()
+    except sqlite3.Error:
+        probe.close()
+        return None
+    return probe
 
 
 def _now() -> str:
@@ -69,6 +101,12 @@ class Store:
         # (library id, version) → (prompt, tokens). A version's text never changes, so the
         # entry stays right even when another process writes newer versions.
         self._prompts: dict[tuple[int, int], tuple[str, int]] = {}
+        self._probe: sqlite3.Connection | None = None
+        # Commits through our own connection, counted: part of the cache key, so a local write
+        # is never served stale even if the probe were to miss it.
+        self._commits = 0
+        # library name → ((data_version, commits) seen before the read, the reply read).
+        self._replies: dict[str, tuple[tuple[int, int], ExperiencePrompt]] = {}
 
     @classmethod
     @asynccontextmanager
@@ -83,8 +121,11 @@ class Store:
         store = cls(db, path)
         try:
             await store._prepare()
+            store._probe = _open_probe(path)
             yield store
         finally:
+            if store._probe is not None:
+                store._probe.close()
             await db.close()
 
     async def _prepare(self) -> None:
@@ -125,6 +166,7 @@ class Store:
                 await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
+            self._commits += 1
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -150,25 +192,66 @@ class Store:
         async with db.execute(sql + " ORDER BY ordinal", (library_id,)) as cursor:
             return [_experience(row) for row in await cursor.fetchall()]
 
-    def _prompt(self, library: sqlite3.Row, items: Sequence[Experience]) -> tuple[str, int]:
+    def _prompt(self, library: sqlite3.Row, items: Sequence[Experience | ExperienceItem]) -> tuple[str, int]:
         key = (library["id"], library["version"])
         if key not in self._prompts:
             text = experience_prompt((e.id, e.text) for e in items)
             self._prompts[key] = (text, count_tokens(text, _settings(library).encoding))
         return self._prompts[key]
 
+    def _data_version(self) -> tuple[int, int] | None:
+        """What the database looks like now, cheaply; None when that cannot be told."""
+        if self._probe is None:
+            return None
+        try:
+            # fetchall, not fetchone: it finishes the statement, which ends the probe's read
+            # transaction instead of leaving it open on an old snapshot.
+            ((version,),) = self._probe.execute("PRAGMA data_version").fetchall()
+        except sqlite3.Error:
+            return None  # busy (timeout 0) or gone: read the tables instead
+        return version, self._commits
+
     async def experience_prompt(self, name: str) -> ExperiencePrompt:
-        """The library's prompt and items; an unknown library reads as empty."""
-        async with self.reading() as db:
-            library = await self._library_row(db, name)
-            items = await self._experiences(db, library["id"], active_only=True) if library else []
-        settings = _settings(library) if library else LibrarySettings()
-        text, tokens = self._prompt(library, items) if library else ("", 0)
+        """The library's prompt and items; an unknown library reads as empty.
+
+        Each call gets its own copy, which the caller may change (`get_experiences` sets `task_id`).
+        """
+        # Checked before the read, so a commit racing with it can only make the entry look older
+        # than what it holds (one extra read later), never newer.
+        seen = self._data_version()
+        if seen is not None and (cached := self._replies.get(name)) is not None and cached[0] == seen:
+            reply = cached[1]
+        else:
+            async with self.reading() as db:
+                rows = await db.execute_fetchall(_PROMPT_SQL, (name,))
+            reply = self._reply(name, list(rows))
+            if seen is not None:
+                if len(self._replies) >= MAX_CACHED_PROMPTS:
+                    self._replies.clear()  # agents asking for many unknown names must not grow it
+                self._replies[name] = (seen, reply)
+        return reply.model_copy(update={"items": list(reply.items)})
+
+    def _reply(self, name: str, rows: list[sqlite3.Row]) -> ExperiencePrompt:
+        if not rows:
+            settings = LibrarySettings()
+            return ExperiencePrompt(
+                library=name, version=0, prompt="", items=[], tokens=0,
+                token_budget=settings.token_budget, max_items=settings.max_items, over_budget=False,
+            )  # fmt: skip
+        library = rows[0]
+        items = [
+            ExperienceItem(id=row["item_id"], text=row["text"], usage_count=row["usage_count"],
+                           helpful_count=row["helpful_count"], harmful_count=row["harmful_count"], tokens=row["tokens"])
+            for row in rows
+            if row["item_id"] is not None
+        ]  # fmt: skip
+        settings = _settings(library)
+        text, tokens = self._prompt(library, items)
         return ExperiencePrompt(
             library=name,
-            version=library["version"] if library else 0,
+            version=library["version"],
             prompt=text,
-            items=[ExperienceItem(**e.model_dump(include=set(ExperienceItem.model_fields))) for e in items],
+            items=items,
             tokens=tokens,
             token_budget=settings.token_budget,
             max_items=settings.max_items,
@@ -207,11 +290,15 @@ class Store:
                 f"Library {name!r} has no attempts at task {task_id!r}. Record one with record_attempt "
                 "(its reply gives the task_id), then ask for a critique."
             )
-        return [
-            AttemptRecord(**{k: row[k] for k in AttemptRecord.model_fields if k not in ("cited", "counted")},
-                          cited=json.loads(row["cited"]), counted=json.loads(row["counted"]))
-            for row in rows
-        ]  # fmt: skip
+        return [_attempt(row) for row in rows]
+
+    async def job_attempts(self, job_id: str, epoch: int, problem_id: str) -> list[AttemptRecord]:
+        """A distillation job's rollouts at one problem in one epoch, in rollout order."""
+        async with self.reading() as db, db.execute(
+            "SELECT * FROM attempts WHERE job_id = ? AND epoch = ? AND problem_id = ? ORDER BY rollout",
+            (job_id, epoch, problem_id),
+        ) as cursor:
+            return [_attempt(row) for row in await cursor.fetchall()]
 
     async def configure(
         self,
@@ -456,12 +543,13 @@ class Store:
             correct = attempt.get("correct")
             cursor = await db.execute(
                 "INSERT INTO attempts (library_id, task_id, task, images, trajectory, answer, ground_truth, correct,"
-                " graded_by, cited, counted, model, library_version, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " graded_by, cited, counted, model, library_version, created_at, job_id, epoch, problem_id, rollout)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (library["id"], attempt["task_id"], attempt["task"], json.dumps(attempt.get("images", [])),
                  attempt["trajectory"], attempt.get("answer"), attempt.get("ground_truth"), correct,
                  attempt.get("graded_by"), json.dumps(list(cited)), json.dumps(counted_ids), attempt.get("model"),
-                 library["version"], _now()),
+                 library["version"], _now(), attempt.get("job_id"), attempt.get("epoch"), attempt.get("problem_id"),
+                 attempt.get("rollout")),
             )  # fmt: skip
             usage: dict[str, int] = {}
             for id_ in counted_ids:
@@ -512,6 +600,11 @@ def _number(id_: str) -> int:
 
 def _settings(library: sqlite3.Row) -> LibrarySettings:
     return LibrarySettings.model_validate_json(library["settings"])
+
+
+def _attempt(row: sqlite3.Row) -> AttemptRecord:
+    fields = {k: row[k] for k in AttemptRecord.model_fields if k not in ("cited", "counted")}
+    return AttemptRecord(**fields, cited=json.loads(row["cited"]), counted=json.loads(row["counted"]))
 
 
 def _experience(row: sqlite3.Row) -> Experience:

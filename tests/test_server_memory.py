@@ -12,7 +12,7 @@ pytestmark = pytest.mark.anyio
 
 TOOLS = {
     "get_experiences", "record_attempt", "add_experience", "list_libraries", "rollback_library",
-    "request_critique", "compress_library",
+    "request_critique", "compress_library", "distill_batch", "get_job", "cancel_job",
 }
 
 

@@ -1,0 +1,161 @@
+"""`ted distill` and `ted eval`: the long runs, with a progress bar and a report at the end.
+
+    ted distill --dataset train.jsonl --library gsm8k --student M --teacher M [--epochs 3 --rollouts 5]
+    ted distill --resume JOB [--max-cost 5]
+    ted eval --dataset test.jsonl --library gsm8k --student M [--samples 3]
+
+Both write report.json, report.md and report.png into `--report DIR` (default
+`ted-reports/<job or eval>`). A distillation is a job in the database like one started by
+the `distill_batch` tool: interrupt it (Ctrl-C, a crash) and `--resume` it; no paid call is
+repeated.
+"""
+
+import argparse
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ted import jobs
+from ted.datasets import load_dataset
+from ted.distill import estimate, run_job
+from ted.errors import InvalidInput
+from ted.evaluate import evaluate
+from ted.jobs import DistillParams, Job
+from ted.ledger import Ledger
+from ted.library import model_name
+from ted.llm.registry import get_model
+from ted.report import write_distill_report, write_eval_report
+from ted.store import Store
+
+
+def _progress(out: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), console=out, transient=False,
+    )  # fmt: skip
+
+
+def _status(job: Job, cost: float | None) -> str:
+    epoch = job.epochs[-1] if job.epochs else None
+    accuracy = f"{epoch.accuracy:.0%}" if epoch and epoch.accuracy is not None else "–"
+    size = f"{epoch.items} lessons" if epoch else ""
+    dollars = "cost unknown" if cost is None else f"${cost:.4f}"
+    return f"epoch {min(job.epoch + 1, job.params.epochs)}/{job.params.epochs} · accuracy {accuracy} · {size} · {dollars}"
+
+
+async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
+    ledger = Ledger(store)
+    if args.resume:
+        job = await jobs.raise_caps(store, args.resume, max_cost_usd=args.max_cost, max_tokens=args.max_tokens)
+    else:
+        if not (args.dataset and args.library):
+            raise InvalidInput("ted distill needs --dataset FILE and --library NAME (or --resume JOB).")
+        data = await load_dataset(args.dataset, limit=args.limit)
+        await store.ensure_library(args.library)
+        state = await store.library_state(args.library)
+        try:
+            params = DistillParams(
+                library=args.library, student=model_name(state, "student", args.student),
+                teacher=model_name(state, "teacher", args.teacher), epochs=args.epochs, rollouts=args.rollouts,
+                concurrency=args.concurrency, compression=args.compression, critique_all=args.critique_all,
+                max_cost_usd=args.max_cost, max_tokens=args.max_tokens,
+            )  # fmt: skip
+        except ValidationError as e:
+            error = e.errors()[0]
+            raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}.") from None
+        guess = estimate(params, data.problems, state.settings.encoding)
+        out.print(
+            f"{len(data.problems)} problems × {params.epochs} epochs × {params.rollouts} rollouts: at most "
+            f"{guess.student_calls:,} student and {guess.teacher_calls:,} teacher calls, up to about "
+            f"{guess.input_tokens:,} tokens in and {guess.output_tokens:,} out.", markup=False,
+        )  # fmt: skip
+        if args.estimate:
+            return
+        for name in (params.student, params.teacher):
+            get_model(name)  # a missing key fails here, naming its variable
+        job = await jobs.create(store, params, data.problems, str(data.path or data.name))
+    out.print(f"Job {job.id} on library {job.params.library} (resume with: ted distill --resume {job.id})")
+
+    total = job.problems_total * job.params.epochs
+    with _progress(out) as bar:
+        task = bar.add_task("distilling", total=total, completed=job.problems_done, status="")
+
+        async def show(j: Job) -> None:
+            cost = sum(t.cost_usd or 0.0 for t in await ledger.totals(job_id=j.id))
+            bar.update(task, completed=j.problems_done, status=_status(j, cost))
+
+        job = await run_job(store, ledger, get_model, job.id, on_progress=show)
+    report = await jobs.report(store, ledger, job)
+    files = write_distill_report(report, args.report or Path("ted-reports") / job.id)
+    out.print(f"Job {job.id} {job.state}" + (f": {job.error}" if job.error else "."), markup=False)
+    for e in report.epochs:
+        accuracy = f"{e.accuracy:.1%}" if e.accuracy is not None else "–"
+        out.print(f"  epoch {e.epoch}: rollout accuracy {accuracy}, {e.library.items} lessons, "
+                  f"{e.library.tokens} tokens, {e.critiques} critiques, {e.compressions} compressions", markup=False)  # fmt: skip
+    cost = report.cost.cost_usd
+    out.print(f"{report.cost.calls:,} model calls, " + ("cost unknown" if cost is None else f"${cost:.4f}")
+              + f". Report: {files.markdown_path}", markup=False)  # fmt: skip
+    if job.state != "done":
+        raise InvalidInput(f"The job ended {job.state}: {job.error} Resume it with: ted distill --resume {job.id}")
+
+
+async def evaluate_command(store: Store, args: argparse.Namespace, out: Console) -> None:
+    data = await load_dataset(args.dataset, limit=args.limit)
+    await store.ensure_library(args.library)
+    state = await store.library_state(args.library)
+    student = get_model(model_name(state, "student", args.student))
+    total = len(data.problems) * 2 * args.samples
+    with _progress(out) as bar:
+        task = bar.add_task("evaluating", total=total, status="")
+        right = {"n": 0, "ok": 0}
+
+        def tick(correct: bool) -> None:
+            right["n"] += 1
+            right["ok"] += correct
+            bar.update(task, advance=1, status=f"{right['ok'] / right['n']:.0%} correct so far (both arms)")
+
+        report = await evaluate(
+            store, Ledger(store), student, args.library, data.problems, dataset=str(data.path or data.name),
+            samples=args.samples, concurrency=args.concurrency, on_sample=tick,
+        )  # fmt: skip
+    directory = args.report or Path("ted-reports") / f"eval-{args.library}-v{report.library_version}"
+    files = write_eval_report(report, directory)
+    ci = report.interval
+    out.print(
+        f"{report.n_problems} problems × {args.samples} samples. With the library (v{report.library_version}): "
+        f"{report.with_library.accuracy:.1%}; without: {report.without_library.accuracy:.1%}; difference "
+        f"{report.difference:+.1%} (95% CI {ci.low:+.1%} to {ci.high:+.1%}). Report: {files.markdown_path}",
+        markup=False,
+    )
+
+
+def add_commands(command) -> None:
+    """Register `distill` and `eval` with the `ted` parser's `command(...)` helper."""
+    d = command("distill", distill, "run the TED loop over a dataset as a resumable job", library=False)
+    d.add_argument("--dataset", type=Path, help="a JSONL file of {id, question, answer, images?}")
+    d.add_argument("--library", help="the library to distil into, e.g. gsm8k")
+    d.add_argument("--student", help="provider:model (default: the library's, else TED_STUDENT)")
+    d.add_argument("--teacher", help="provider:model (default: the library's, else TED_TEACHER)")
+    d.add_argument("--epochs", type=int, default=3)
+    d.add_argument("--rollouts", type=int, default=5, help="student attempts per problem and epoch")
+    d.add_argument("--concurrency", type=int, default=8, help="problems in flight; 1 is the paper's strict order")
+    d.add_argument("--compression", choices=["teacher", "none", "truncate", "random"], default="teacher",
+                   help="teacher is the method; the others reproduce the paper's ablations")  # fmt: skip
+    d.add_argument("--critique-all", action="store_true", help="critique groups whose rollouts were all correct")
+    d.add_argument("--limit", type=int, help="use only the first N problems")
+    d.add_argument("--max-cost", type=float, help="stop cleanly once the job cost this many dollars")
+    d.add_argument("--max-tokens", type=int, help="stop cleanly once the job used this many tokens")
+    d.add_argument("--estimate", action="store_true", help="print the estimate of calls and tokens, and stop")
+    d.add_argument("--resume", metavar="JOB", help="resume an interrupted, failed or stopped job")
+    d.add_argument("--report", type=Path, help="folder for report.json/.md/.png (default: ted-reports/JOB)")
+
+    e = command("eval", evaluate_command, "score the student with and without a library", library=False)
+    e.add_argument("--dataset", type=Path, required=True, help="held-out problems, JSONL")
+    e.add_argument("--library", required=True, help="the library to evaluate")
+    e.add_argument("--student", help="provider:model (default: the library's, else TED_STUDENT)")
+    e.add_argument("--samples", type=int, default=1, help="answers per problem and arm")
+    e.add_argument("--limit", type=int, help="use only the first N problems")
+    e.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    e.add_argument("--report", type=Path, help="folder for report.json/.md/.png")

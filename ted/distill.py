@@ -1,0 +1,335 @@
+"""The TED loop over a dataset, as a resumable job.
+
+For each epoch, problems run in mini-batches of `concurrency`. Within a batch, every problem
+goes through its steps concurrently: the student's `rollouts` attempts (in parallel), then,
+unless every rollout was right, the teacher's solution (cached per problem and teacher),
+the chains of the attempts, and the teacher's proposed operations — all made against the
+library as it stood when the batch began. The batch's operations are then validated in
+problem order against the library as it evolves (an operation on a lesson an earlier problem
+of the batch deleted is dropped and reported), applied as ONE version together with the
+critique records and the job's cursor, and the library is compressed if that left it over
+budget. `concurrency=1` is the paper's strict sequential order.
+
+Resuming after a crash repeats no paid call: attempts are stored per (job, epoch, problem,
+rollout), teacher solutions and chains are cached, and every call a job makes is keyed in the
+ledger with its reply, which `Ledger.bind(..., key=…)` returns instead of calling again.
+A batch is applied whole or not at all, so a crash, a cancel or a model failure never leaves
+half of one in the library.
+"""
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from pydantic import BaseModel
+
+from ted import jobs
+from ted.citations import cited_ids
+from ted.compression import compress_library
+from ted.critique import chains_for, critique_reply, record_critique, solve, validate_critique
+from ted.datasets import Problem
+from ted.errors import TedError
+from ted.grading import final_answer, grade
+from ted.jobs import DistillParams, EpochProgress, Job
+from ted.ledger import Ledger
+from ted.library import task_id_for
+from ted.llm.base import ImagePart, Message, Model
+from ted.models import AttemptRecord, LibraryState, Operation
+from ted.prompts import student_system
+from ted.replies import CritiqueReply
+from ted.store import Store
+from ted.tokens import count_tokens
+
+Progress = Callable[[Job], Awaitable[None]]
+POLL_SECONDS = 0.5
+
+
+class Proposal(BaseModel):
+    problem: Problem
+    attempts: list[AttemptRecord]
+    reply: CritiqueReply | None = None
+
+
+class Estimate(BaseModel):
+    """An upper bound on model calls and a rough token figure, before a job starts."""
+
+    problems: int
+    student_calls: int
+    teacher_calls: int
+    input_tokens: int
+    output_tokens: int
+    note: str = (
+        "Teacher calls are an upper bound (every group critiqued, every batch compressed); groups whose "
+        "rollouts are all correct skip the critique, so a good student costs less. Tokens assume "
+        "~400-token student answers."
+    )
+
+
+def estimate(params: DistillParams, problems: list[Problem], encoding: str = "cl100k_base") -> Estimate:
+    n, e, r = len(problems), params.epochs, params.rollouts
+    question = sum(count_tokens(p.question, encoding) for p in problems) / max(n, 1)
+    budget = 4000
+    student_in = (question + budget + 150) * n * e * r
+    batches = math.ceil(n / params.concurrency) * e
+    # solve once per problem; summarise + critique per group and epoch; at most one compression per batch.
+    teacher_calls = n + 2 * n * e + (batches if params.compression == "teacher" else 0)
+    teacher_in = n * question + n * e * (question + r * 500 + 600) * 2 + batches * budget * 1.5
+    teacher_out = n * 600 + n * e * (150 * (r + 1) + 300) + batches * budget
+    return Estimate(
+        problems=n,
+        student_calls=n * e * r,
+        teacher_calls=teacher_calls,
+        input_tokens=round(student_in + teacher_in),
+        output_tokens=round(400 * n * e * r + teacher_out),
+    )
+
+
+def student_messages(problem: Problem) -> list[Message]:
+    images = [ImagePart(url=ref) if "://" in ref or ref.startswith("data:") else ImagePart.from_path(ref)
+              for ref in problem.images]  # fmt: skip
+    return [Message.user(problem.question, *images)]
+
+
+@dataclass
+class Distillation:
+    store: Store
+    ledger: Ledger
+    job: Job
+    student: Model
+    teacher: Model
+    on_progress: Progress | None = None
+
+    @property
+    def params(self) -> DistillParams:
+        return self.job.params
+
+    def _bind(self, model: Model, role, problem: Problem | None, key: str):
+        task_id = task_id_for(problem.question) if problem else None
+        return self.ledger.bind(model, role, library=self.params.library, task_id=task_id, job_id=self.job.id, key=key)
+
+    async def run(self, problems: list[Problem]) -> None:
+        size = self.params.concurrency
+        batches = [problems[i : i + size] for i in range(0, len(problems), size)]
+        stats = {s.epoch: s for s in self.job.epochs}
+        for epoch in range(self.job.epoch, self.params.epochs):
+            first = self.job.batch if epoch == self.job.epoch else 0
+            for index in range(first, len(batches)):
+                await self._compress_if_needed(stats.setdefault(epoch, EpochProgress(epoch=epoch)))
+                await self._batch(epoch, index, batches[index], stats, done=epoch * len(problems)
+                                  + sum(len(b) for b in batches[: index + 1]))  # fmt: skip
+                self.job = await jobs.get(self.store, self.job.id)
+                if self.on_progress:
+                    await self.on_progress(self.job)
+        await self._compress_if_needed(stats.setdefault(self.params.epochs - 1, EpochProgress(epoch=epoch)))
+
+    async def _batch(
+        self, epoch: int, index: int, batch: list[Problem], stats: dict[int, EpochProgress], done: int
+    ) -> None:
+        state = await self.store.library_state(self.params.library)
+        prompt = (await self.store.experience_prompt(self.params.library)).prompt
+        proposals: list[Proposal | None] = [None] * len(batch)
+
+        async def propose(i: int, problem: Problem) -> None:
+            proposals[i] = await self._propose(epoch, problem, state, prompt)
+
+        async with anyio.create_task_group() as tg:
+            for i, problem in enumerate(batch):
+                tg.start_soon(propose, i, problem)
+        await self._apply(epoch, index, state, [p for p in proposals if p is not None], stats, done)
+
+    async def _propose(self, epoch: int, problem: Problem, state: LibraryState, prompt: str) -> Proposal:
+        attempts = await self._rollouts(epoch, problem, prompt)
+        if all(a.correct for a in attempts) and not self.params.critique_all:
+            return Proposal(problem=problem, attempts=attempts)
+        tag = f"e{epoch}/{problem.id}"
+        solution = await solve(
+            self.store, self._bind(self.teacher, "teacher-solve", problem, "solve"), problem.question, problem.answer
+        )
+        chains, teacher_chain = await chains_for(
+            self.store, self._bind(self.teacher, "summarise", problem, f"{tag}/summarise"),
+            problem.question, attempts, solution,
+        )  # fmt: skip
+        reply = await critique_reply(
+            self._bind(self.teacher, "critique", problem, f"{tag}/critique"),
+            problem.question, problem.answer, teacher_chain, attempts, chains, state,
+        )  # fmt: skip
+        return Proposal(problem=problem, attempts=attempts, reply=reply)
+
+    async def _rollouts(self, epoch: int, problem: Problem, prompt: str) -> list[AttemptRecord]:
+        stored = {
+            a.rollout: a for a in await self.store.job_attempts(self.job.id, epoch, problem.id)
+        }
+
+        async def attempt(rollout: int) -> None:
+            student = self._bind(self.student, "student", problem, f"e{epoch}/{problem.id}/r{rollout}")
+            completion = await student.complete(
+                student_messages(problem), system=student_system(prompt), max_tokens=self.params.student_max_tokens
+            )
+            answer = final_answer(completion.text)
+            correct, graded_by = grade(answer, problem.answer) if answer is not None else (False, "exact")
+            await self.store.record_attempt(
+                self.params.library,
+                {"task_id": task_id_for(problem.question), "task": problem.question, "images": list(problem.images),
+                 "trajectory": completion.text, "answer": answer, "ground_truth": problem.answer, "correct": correct,
+                 "graded_by": graded_by, "model": self.student.name, "job_id": self.job.id, "epoch": epoch,
+                 "problem_id": problem.id, "rollout": rollout},
+                cited_ids(completion.text, ()),
+            )  # fmt: skip
+
+        missing = [r for r in range(self.params.rollouts) if r not in stored]
+        if missing:
+            async with anyio.create_task_group() as tg:
+                for rollout in missing:
+                    tg.start_soon(attempt, rollout)
+            stored = {a.rollout: a for a in await self.store.job_attempts(self.job.id, epoch, problem.id)}
+        return [stored[r] for r in range(self.params.rollouts)]
+
+    async def _apply(
+        self, epoch: int, index: int, state: LibraryState, proposals: list[Proposal],
+        stats: dict[int, EpochProgress], done: int,
+    ) -> None:  # fmt: skip
+        active = {e.id: e.text for e in state.experiences}
+        operations: list[Operation] = []
+        critiques: list[tuple[str, Proposal, list]] = []
+        epoch_stats = stats[epoch]
+        for proposal in proposals:
+            epoch_stats.attempts += len(proposal.attempts)
+            epoch_stats.correct += sum(bool(a.correct) for a in proposal.attempts)
+            epoch_stats.all_correct_groups += all(a.correct for a in proposal.attempts)
+            if proposal.reply is None:
+                continue
+            critique_id = f"{self.job.id[4:]}.{epoch}.{proposal.problem.id}"
+            attempt_ids = [a.id for a in proposal.attempts]
+            provenance = {"source": "distill", "job_id": self.job.id, "epoch": epoch, "critique_id": critique_id,
+                          "task_id": task_id_for(proposal.problem.question), "attempt_ids": attempt_ids,
+                          "teacher": self.teacher.name}  # fmt: skip
+            sources = [proposal.problem.question, *(a.trajectory for a in proposal.attempts)]
+            ops, rejected = validate_critique(proposal.reply, active, sources, provenance)
+            for op in ops:  # later problems of the batch see what earlier ones did
+                if op.op == "delete":
+                    active.pop(op.id, None)
+                else:
+                    active[getattr(op, "id", None) or f"new:{len(active)}"] = op.text
+            operations += ops
+            critiques.append((critique_id, proposal, rejected))
+            epoch_stats.critiques += 1
+            epoch_stats.operations += len(ops)
+            epoch_stats.rejected += len(rejected)
+
+        async def record(db, version: int | None) -> None:
+            for critique_id, proposal, rejected in critiques:
+                await record_critique(
+                    db, self.params.library, critique_id, task_id_for(proposal.problem.question), self.teacher.name,
+                    [a.id for a in proposal.attempts], version, proposal.reply, rejected, job_id=self.job.id,
+                )  # fmt: skip
+            next_epoch, next_index = (epoch, index + 1)
+            await jobs.advance(db, self.job.id, epoch=next_epoch, batch=next_index, done=done,
+                               stats=sorted(stats.values(), key=lambda s: s.epoch))  # fmt: skip
+
+        if operations:
+            reason = f"{self.job.id}: epoch {epoch + 1}, batch {index + 1} ({len(critiques)} critiques)"
+            await self.store.apply(
+                self.params.library, operations, "critique", reason, expected_version=state.version, also=record
+            )
+        else:
+            async with self.store.transaction() as db:
+                await record(db, None)
+        await self._snapshot_size(epoch_stats)
+
+    async def _compress_if_needed(self, epoch_stats: EpochProgress) -> None:
+        state = await self.store.library_state(self.params.library)
+        prompt = await self.store.experience_prompt(self.params.library)
+        if not prompt.over_budget or self.params.compression == "none":
+            return
+        teacher = None
+        if self.params.compression == "teacher":
+            # Keyed by the version it compresses: a resumed job compressing the same library reuses the reply.
+            teacher = self._bind(self.teacher, "compress", None, f"compress/v{state.version}")
+        await compress_library(
+            self.store, self.params.library, strategy=self.params.compression, teacher=teacher, seed=self.params.seed
+        )
+        epoch_stats.compressions += 1
+        await self._snapshot_size(epoch_stats)
+
+    async def _snapshot_size(self, epoch_stats: EpochProgress) -> None:
+        prompt = await self.store.experience_prompt(self.params.library)
+        epoch_stats.items, epoch_stats.tokens, epoch_stats.version = len(prompt.items), prompt.tokens, prompt.version
+
+
+async def run_job(
+    store: Store,
+    ledger: Ledger,
+    models: Callable[[str], Model],
+    job_id: str,
+    *,
+    owner: str | None = None,
+    on_progress: Progress | None = None,
+) -> Job:
+    """Run (or resume) a job to its end: done, failed, cancelled or stopped by a cap.
+
+    Returns the finished job. Raises only for a job that cannot start (finished, or leased by
+    another live process); everything that goes wrong while it runs is the job's `error`.
+    """
+    owner = owner or jobs.this_process()
+    job = await jobs.claim(store, job_id, owner)
+    problems = await jobs.problems(store, job_id)
+    ending: tuple[jobs.JobState, str | None] = ("done", None)
+    try:
+        distillation = Distillation(
+            store, ledger, job, models(job.params.student), models(job.params.teacher), on_progress
+        )
+        await store.ensure_library(job.params.library)
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                # Lease, cancel and caps are checked here, off the work's path, so a cancel or a
+                # reached cap interrupts a batch in flight; the unfinished batch is never applied.
+                nonlocal ending
+                ticks = 0
+                while True:
+                    await anyio.sleep(POLL_SECONDS)
+                    ticks += 1
+                    reason = await _stop_reason(store, ledger, job)
+                    if reason is None and ticks % 20 == 0 and not await jobs.renew(store, job_id, owner):
+                        reason = ("failed", "Another process took this job over.")
+                    if reason is not None:
+                        ending = reason
+                        tg.cancel_scope.cancel()
+                        return
+
+            async def work() -> None:
+                nonlocal ending
+                if (reason := await _stop_reason(store, ledger, job)) is not None:
+                    ending = reason
+                else:
+                    await distillation.run(problems)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            tg.start_soon(work)
+    except TedError as e:
+        ending = ("failed", str(e))
+    except Exception as e:  # a job records why it died rather than dying silently
+        ending = ("failed", f"{type(e).__name__}: {e}")
+        await jobs.finish(store, job_id, *ending)
+        raise
+    await jobs.finish(store, job_id, *ending)
+    return await jobs.get(store, job_id)
+
+
+async def _stop_reason(store: Store, ledger: Ledger, job: Job) -> tuple[jobs.JobState, str] | None:
+    if await jobs.cancel_requested(store, job.id):
+        return ("cancelled", "Cancelled on request; the batch in flight was not applied.")
+    params = job.params
+    if params.max_cost_usd is None and params.max_tokens is None:
+        return None
+    totals = await ledger.totals(job_id=job.id)
+    cost = sum(t.cost_usd or 0.0 for t in totals)
+    tokens = sum(t.input_tokens + t.output_tokens for t in totals)
+    if params.max_cost_usd is not None and cost >= params.max_cost_usd:
+        return "stopped", f"The cost cap of ${params.max_cost_usd:g} was reached (${cost:.4f}); resume with a higher cap."
+    if params.max_tokens is not None and tokens >= params.max_tokens:
+        return "stopped", f"The token cap of {params.max_tokens:,} was reached ({tokens:,}); resume with a higher cap."
+    return None
+

@@ -1,0 +1,90 @@
+"""Evaluation: the student on held-out problems, with the library in its system prompt and without.
+
+Both arms see the same problems, the same number of samples and the same instructions; the
+only difference is the experience block. Evaluating reads the library and never changes it:
+no attempts are recorded and no usage is counted, so measuring a library does not move it.
+Every call is in the ledger under the evaluation's id (`eval-…`), which is where its cost
+comes from.
+"""
+
+import uuid
+from collections.abc import Callable
+
+import anyio
+
+from ted.datasets import Problem
+from ted.distill import student_messages
+from ted.errors import ModelError
+from ted.grading import final_answer, grade
+from ted.ledger import Ledger
+from ted.library import task_id_for
+from ted.llm.base import Model
+from ted.prompts import student_system
+from ted.report import EvalReport, PairedOutcome, evaluation_report
+from ted.store import Store
+
+Tick = Callable[[bool], None]
+
+
+async def evaluate(
+    store: Store,
+    ledger: Ledger,
+    student: Model,
+    library: str,
+    problems: list[Problem],
+    *,
+    dataset: str,
+    samples: int = 1,
+    concurrency: int = 8,
+    max_tokens: int = 4096,
+    seed: int = 0,
+    on_sample: Tick | None = None,
+) -> EvalReport:
+    """Grade `samples` answers per problem and arm; a failed call counts as a wrong answer."""
+    prompt = await store.experience_prompt(library)
+    eval_id = "eval-" + uuid.uuid4().hex[:12]
+    limiter = anyio.CapacityLimiter(concurrency)
+    arms = {"with": student_system(prompt.prompt), "without": student_system("")}
+    grades: dict[tuple[str, str], list[bool]] = {(p.id, arm): [False] * samples for p in problems for arm in arms}
+    failures: list[ModelError] = []
+
+    async def sample(problem: Problem, arm: str, k: int) -> None:
+        async with limiter:
+            model = ledger.bind(
+                student, "student", library=library, task_id=task_id_for(problem.question), job_id=eval_id
+            )
+            try:
+                completion = await model.complete(student_messages(problem), system=arms[arm], max_tokens=max_tokens)
+            except ModelError as e:
+                # Counted wrong, not dropped: dropping would flatter the arm that failed more.
+                failures.append(e)
+                correct = False
+            else:
+                answer = final_answer(completion.text)
+                correct = answer is not None and grade(answer, problem.answer)[0]
+        grades[problem.id, arm][k] = correct
+        if on_sample:
+            on_sample(correct)
+
+    async with anyio.create_task_group() as tg:
+        for problem in problems:
+            for arm in arms:
+                for k in range(samples):
+                    tg.start_soon(sample, problem, arm, k)
+
+    if len(failures) == len(grades) * samples:
+        raise ModelError(f"Every call to {student.name} failed, so there is nothing to report; the first: {failures[0]}")
+    return evaluation_report(
+        [
+            PairedOutcome(problem_id=p.id, with_library=grades[p.id, "with"], without_library=grades[p.id, "without"])
+            for p in problems
+        ],
+        dataset=dataset,
+        student=student.name,
+        library=library,
+        library_version=prompt.version,
+        library_items=len(prompt.items),
+        library_tokens=prompt.tokens,
+        cost=await ledger.totals(job_id=eval_id),
+        seed=seed,
+    )

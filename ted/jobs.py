@@ -1,0 +1,319 @@
+"""Distillation jobs: parameters, state and progress, kept in SQLite so a job outlives its process.
+
+A job's problems are stored with it, so resuming never depends on the dataset file still being
+where it was. Whoever runs a job holds a lease (`owner`, renewed while it runs): a second
+server process on the same database leaves a leased job alone, and takes it over when the
+lease lapses or its owner, on this machine, is gone.
+
+    queued → running → done | failed | cancelled | stopped (a cost or token cap was reached)
+"""
+
+import json
+import os
+import socket
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ted.datasets import Problem
+from ted.errors import InvalidInput, NotFound
+from ted.ledger import Ledger
+from ted.models import LibraryName
+from ted.prompts import experience_prompt
+from ted.report import CostSummary, DistillReport, EpochStats, LibrarySize
+from ted.store import Store
+from ted.tokens import count_tokens
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled", "stopped"]
+FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "stopped"})
+LEASE = timedelta(seconds=30)
+
+Compression = Literal["teacher", "truncate", "random", "none"]
+
+
+class DistillParams(BaseModel):
+    """What a distillation runs with; the defaults are the paper's."""
+
+    library: LibraryName
+    student: str = Field(description="The student model, provider:model.")
+    teacher: str = Field(description="The teacher model, provider:model.")
+    epochs: int = Field(3, ge=1, le=100)
+    rollouts: int = Field(5, ge=1, le=64, description="Student attempts per problem and epoch.")
+    concurrency: int = Field(8, ge=1, le=256, description="Problems in flight at once; 1 is the paper's strict order.")
+    critique_all: bool = Field(False, description="Critique groups whose every rollout was correct too.")
+    compression: Compression = Field("teacher", description="none, truncate and random reproduce the ablations.")
+    seed: int = 0
+    max_cost_usd: float | None = Field(None, gt=0, description="Stop cleanly once the job has cost this much.")
+    max_tokens: int | None = Field(None, gt=0, description="Stop cleanly once the job has used this many tokens.")
+    student_max_tokens: int = Field(4096, ge=16, le=200_000)
+
+
+class EpochProgress(BaseModel):
+    epoch: int
+    attempts: int = 0
+    correct: int = 0
+    all_correct_groups: int = 0
+    critiques: int = 0
+    operations: int = 0
+    rejected: int = 0
+    compressions: int = 0
+    items: int = 0
+    tokens: int = 0
+    version: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.attempts if self.attempts else None
+
+
+class Job(BaseModel):
+    id: str
+    kind: Literal["distill"] = "distill"
+    state: JobState
+    params: DistillParams
+    dataset: str = Field(description="Where the problems came from.")
+    start_version: int = Field(description="The library's version when the job was created.")
+    problems_total: int
+    problems_done: int = Field(description="Problems finished over all epochs (total × epochs when done).")
+    epoch: int = Field(description="The epoch the next batch belongs to (0-based).")
+    batch: int = Field(description="The next batch within that epoch (0-based).")
+    epochs: list[EpochProgress]
+    error: str | None
+    owner: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobStatus(Job):
+    """A job as `get_job` reports it: its record, what it has cost so far, its library now."""
+
+    finished: bool
+    library_version: int
+    accuracy: float | None = Field(description="The latest epoch's rollout accuracy so far.")
+    cost: CostSummary
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_gone(owner: str | None) -> bool:
+    """True when the owner ran on this machine and its process no longer exists."""
+    if owner is None:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _job(row) -> Job:
+    return Job(
+        id=row["id"],
+        state=row["state"],
+        params=DistillParams.model_validate_json(row["params"]),
+        dataset=row["dataset"],
+        start_version=row["start_version"],
+        problems_total=row["problems_total"],
+        problems_done=row["problems_done"],
+        epoch=row["epoch"],
+        batch=row["batch"],
+        epochs=[EpochProgress.model_validate(e) for e in json.loads(row["stats"])],
+        error=row["error"],
+        owner=row["owner"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def create(store: Store, params: DistillParams, problems: list[Problem], dataset: str) -> Job:
+    if not problems:
+        raise InvalidInput("The dataset has no problems; give at least one item with a question and an answer.")
+    job_id = "job-" + uuid.uuid4().hex[:12]
+    now = _iso(_now())
+    await store.ensure_library(params.library)
+    async with store.transaction() as db:
+        await db.execute(
+            "INSERT INTO jobs (id, kind, library, params, dataset, problems, start_version, problems_total, state,"
+            " created_at, updated_at) SELECT ?, 'distill', ?, ?, ?, ?, version, ?, 'queued', ?, ? FROM libraries"
+            " WHERE name = ?",
+            (job_id, params.library, params.model_dump_json(), dataset,
+             json.dumps([p.model_dump(mode="json") for p in problems]), len(problems), now, now, params.library),
+        )  # fmt: skip
+    return await get(store, job_id)
+
+
+async def get(store: Store, job_id: str) -> Job:
+    async with store.reading() as db, db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise NotFound(f"There is no job {job_id!r}. Job ids look like 'job-…'; distill_batch returns one.")
+    return _job(row)
+
+
+async def status(store: Store, ledger: Ledger, job_id: str) -> JobStatus:
+    job = await get(store, job_id)
+    prompt = await store.experience_prompt(job.params.library)
+    return JobStatus(
+        **job.model_dump(),
+        finished=job.state in FINISHED,
+        library_version=prompt.version,
+        accuracy=job.epochs[-1].accuracy if job.epochs else None,
+        cost=CostSummary.from_totals(await ledger.totals(job_id=job_id)),
+    )
+
+
+async def problems(store: Store, job_id: str) -> list[Problem]:
+    async with store.reading() as db, db.execute("SELECT problems FROM jobs WHERE id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    return [Problem.model_validate(p) for p in json.loads(row["problems"])]
+
+
+async def claim(store: Store, job_id: str, owner: str) -> Job:
+    """Take the job's lease, or raise InvalidInput saying who holds it or that it finished."""
+    job = await get(store, job_id)
+    if job.state in ("done", "cancelled"):
+        raise InvalidInput(f"Job {job_id} is {job.state}; start a new job with distill_batch or `ted distill`.")
+    now = _now()
+    async with store.transaction() as db:
+        async with db.execute("SELECT owner, lease_until FROM jobs WHERE id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        lapsed = row["lease_until"] is None or datetime.fromisoformat(row["lease_until"]) < now
+        if row["owner"] not in (None, owner) and not (lapsed or _owner_gone(row["owner"])):
+            raise InvalidInput(
+                f"Job {job_id} is running in another process ({row['owner']}); follow it with get_job, "
+                "or stop it with cancel_job."
+            )
+        await db.execute(
+            "UPDATE jobs SET owner = ?, lease_until = ?, state = 'running', error = NULL, updated_at = ? WHERE id = ?",
+            (owner, _iso(now + LEASE), _iso(now), job_id),
+        )
+    return await get(store, job_id)
+
+
+async def raise_caps(store: Store, job_id: str, *, max_cost_usd: float | None, max_tokens: int | None) -> Job:
+    """New cost or token caps for a job about to be resumed (None keeps a cap as it is)."""
+    job = await get(store, job_id)
+    changes = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_tokens", max_tokens)) if v is not None}
+    params = DistillParams.model_validate({**job.params.model_dump(), **changes})
+    async with store.transaction() as db:
+        await db.execute("UPDATE jobs SET params = ? WHERE id = ?", (params.model_dump_json(), job_id))
+    return await get(store, job_id)
+
+
+async def renew(store: Store, job_id: str, owner: str) -> bool:
+    """Extend the lease; False when another process took the job over."""
+    now = _now()
+    async with store.transaction() as db:
+        cursor = await db.execute(
+            "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ?", (_iso(now + LEASE), job_id, owner)
+        )
+    return cursor.rowcount == 1
+
+
+async def finish(store: Store, job_id: str, state: JobState, error: str | None = None) -> None:
+    async with store.transaction() as db:
+        await db.execute(
+            "UPDATE jobs SET state = ?, error = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+            (state, error, _iso(_now()), job_id),
+        )
+
+
+async def request_cancel(store: Store, job_id: str) -> Job:
+    job = await get(store, job_id)
+    if job.state in FINISHED:
+        return job
+    async with store.transaction() as db:
+        await db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (_iso(_now()), job_id))
+        if job.owner is None:  # nobody is running it: cancelled at once
+            await db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
+    return await get(store, job_id)
+
+
+async def cancel_requested(store: Store, job_id: str) -> bool:
+    async with store.reading() as db, db.execute(
+        "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
+    ) as cursor:
+        return bool((await cursor.fetchone())[0])
+
+
+async def advance(db, job_id: str, *, epoch: int, batch: int, done: int, stats: list[EpochProgress]) -> None:
+    """Move the job's cursor past a batch; runs inside the batch's own transaction."""
+    await db.execute(
+        "UPDATE jobs SET epoch = ?, batch = ?, problems_done = ?, stats = ?, updated_at = ? WHERE id = ?",
+        (epoch, batch, done, json.dumps([s.model_dump() for s in stats]), _iso(_now()), job_id),
+    )
+
+
+async def resumable(store: Store) -> list[str]:
+    """Jobs that should be running but whose runner is gone (crash, restart)."""
+    async with store.reading() as db, db.execute(
+        "SELECT id, owner, lease_until FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+    ) as cursor:
+        rows = await cursor.fetchall()
+    now = _now()
+    return [
+        r["id"]
+        for r in rows
+        if r["lease_until"] is None or datetime.fromisoformat(r["lease_until"]) < now or _owner_gone(r["owner"])
+    ]
+
+
+async def listed(store: Store, limit: int = 50) -> list[Job]:
+    async with store.reading() as db, db.execute(
+        "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
+    ) as cursor:
+        return [_job(r) for r in await cursor.fetchall()]
+
+
+async def report(store: Store, ledger: Ledger, job: Job) -> DistillReport:
+    """The job as a distillation report: per-epoch accuracy and library size, and its cost."""
+    state = await store.library_state(job.params.library)
+    start = await store.version(job.params.library, job.start_version) if job.start_version else None
+    snapshot = start.snapshot if start else []
+    initial = LibrarySize(
+        version=job.start_version,
+        items=len(snapshot),
+        tokens=count_tokens(experience_prompt((i.id, i.text) for i in snapshot), state.settings.encoding),
+    )
+    return DistillReport(
+        dataset=job.dataset,
+        student=job.params.student,
+        teacher=job.params.teacher,
+        library=job.params.library,
+        job_id=job.id,
+        state={"done": "finished"}.get(job.state, job.state),
+        epochs_planned=job.params.epochs,
+        rollouts_per_problem=job.params.rollouts,
+        concurrency=job.params.concurrency,
+        compression=job.params.compression,
+        token_budget=state.settings.token_budget,
+        max_items=state.settings.max_items,
+        initial=initial,
+        epochs=[
+            EpochStats(
+                epoch=e.epoch + 1, problems=e.attempts // job.params.rollouts, rollouts=e.attempts, correct=e.correct,
+                all_correct_groups=e.all_correct_groups, critiques=e.critiques, compressions=e.compressions,
+                library=LibrarySize(version=e.version, items=e.items, tokens=e.tokens),
+            )
+            for e in job.epochs
+        ],
+        cost=CostSummary.from_totals(await ledger.totals(job_id=job.id)),
+        created_at=_now(),
+    )

@@ -1,0 +1,103 @@
+"""ted-mcp's own stdio transport (`ted_server.stdio`), driven over real pipes by raw JSON-RPC lines."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import installed_command
+from ted.models import AddOp
+from ted.store import Store
+
+pytestmark = pytest.mark.slow
+
+INITIALIZE = {
+    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}  # fmt: skip
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+def line(message: dict) -> bytes:
+    return (json.dumps(message) + "\n").encode()
+
+
+def call(id_: int, tool: str, arguments: dict) -> bytes:
+    return line({"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
+
+
+def start(command: list[str], stderr: Path) -> subprocess.Popen:
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    proc.stdin.write(line(INITIALIZE))
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["id"] == 0
+    proc.stdin.write(line(INITIALIZED))
+    return proc
+
+
+def test_replies_larger_than_the_pipe_arrive_whole_while_the_client_is_not_reading(db_path, tmp_path):
+    async def fill() -> None:
+        async with Store.open(db_path) as store:
+            ops = [AddOp(text=f"Lesson {n}: " + "check each step " * 110) for n in range(40)]
+            await store.apply("big", ops, "import", "test")
+
+    anyio.run(fill)
+    proc = start([installed_command("ted-mcp"), "--db", str(db_path)], tmp_path / "stderr.txt")
+    try:
+        # ~150 kB a reply, 20 in flight at once: the pipe (64 kB) fills and the writes must wait,
+        # one whole line after another, until the client reads.
+        for n in range(1, 21):
+            proc.stdin.write(call(n, "get_experiences", {"library": "big"}))
+        proc.stdin.flush()
+        time.sleep(1)
+        replies = [json.loads(proc.stdout.readline()) for _ in range(20)]
+        assert sorted(r["id"] for r in replies) == list(range(1, 21))
+        assert {len(r["result"]["structuredContent"]["items"]) for r in replies} == {40}
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_handler_printing_cannot_corrupt_the_wire_and_stdout_is_given_back(tmp_path):
+    script = tmp_path / "noisy.py"
+    script.write_text(textwrap.dedent("""
+        import anyio
+        from mcp.server.mcpserver import MCPServer
+        from ted_server.stdio import run_stdio
+
+        mcp = MCPServer("noisy")
+
+        @mcp.tool()
+        async def shout() -> str:
+            print("stray text from a handler", flush=True)
+            return "done"
+
+        anyio.run(run_stdio, mcp)
+        print("stdout is ours again", flush=True)
+    """))
+    proc = start([sys.executable, str(script)], tmp_path / "stderr.txt")
+    proc.stdin.write(call(1, "shout", {}))
+    proc.stdin.flush()
+    reply = json.loads(proc.stdout.readline())
+    assert reply["result"]["content"][0]["text"] == "done"
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+    assert proc.stdout.read() == b"stdout is ours again\n"
+    assert "stray text from a handler" in (tmp_path / "stderr.txt").read_text()
+
+
+def test_stdin_from_a_file_is_served_by_the_sdk_transport(db_path, tmp_path):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(line(INITIALIZE))
+    with requests.open("rb") as stdin:
+        done = subprocess.run(
+            [installed_command("ted-mcp"), "--db", str(db_path)], stdin=stdin, capture_output=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["result"]["serverInfo"]["name"] == "ted-mcp"
