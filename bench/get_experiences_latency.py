@@ -14,7 +14,8 @@ handshake with the node one; `legacy` forces the handshake everywhere):
   call `search_nodes(query="lesson")`, which returns all 15 (a payload of similar size).
 - **bare SDK** — `bench/bare_server.py`: `ping` returns "pong", the SDK's floor for any call;
   `lessons` returns the same 15 lessons in get_experiences' reply shape from memory, the floor
-  for this reply (what a Python server on the SDK's own transport cannot go below).
+  for this reply on the SDK's own stdio transport. ted-mcp serves stdio with its own transport
+  (`ted_server.stdio`: no worker threads), so it can come in under that floor.
 
 Calls are interleaved (one call to every server in every mode per round, in rotating order), so
 drift in CPU speed or background load hits all of them alike; on a small VM the absolute figures
@@ -280,7 +281,8 @@ def report(console: Console, targets: list[Target], calls: int, warmup: int) -> 
     console.print(ratios)
     console.print(
         "floor: the bare SDK server returning the same 15-lesson reply from memory (`lessons`), the least a "
-        "Python server on the SDK's own transport pays for this reply; ted - floor: what ted-mcp adds to it. "
+        "Python server on the SDK's own stdio transport pays for this reply; ted - floor: what ted-mcp adds to it "
+        "(below zero: its own transport saves more than its store costs). "
         "client check: the Python client's jsonschema check of the reply, inside the round trip."
     )
 

@@ -18,7 +18,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import anyio
@@ -59,8 +58,8 @@ class LineReader:
 class MessageReader:
     """The server's read stream: one JSON-RPC message per stdin line, read when asked for.
 
-    A line that is not a JSON-RPC message arrives as the exception that parsing raised, which
-    the server answers, as with the SDK's transport.
+    A line that is not a JSON-RPC message arrives as the exception that parsing raised, for the
+    server to handle as it does on the SDK's transport.
     """
 
     def __init__(self, fd: int):
@@ -97,7 +96,7 @@ class MessageReader:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
 
@@ -108,6 +107,7 @@ class MessageWriter:
         self._fd = fd
         self._lock = anyio.Lock(fast_acquire=True)  # replies to concurrent requests, one line each
         self._closed = False
+        self._broken: OSError | None = None
 
     async def send(self, item: SessionMessage, /) -> None:
         if self._closed:
@@ -115,18 +115,23 @@ class MessageWriter:
         line = item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
         data = memoryview(line.encode("utf-8"))
         async with self._lock:
+            if self._broken is not None:
+                raise anyio.BrokenResourceError from self._broken
             try:
-                data = data[os.write(self._fd, data) :]
-            except BlockingIOError:
-                pass
-            if data:
-                # The pipe is full: wait for the client to read. Shielded, because a line cut
-                # short by a cancelled handler would corrupt every message after it.
-                with anyio.CancelScope(shield=True):
-                    while data:
+                while True:
+                    with suppress(BlockingIOError):
+                        data = data[os.write(self._fd, data) :]
+                    if not data:
+                        break
+                    # The pipe is full: wait for the client to read. Shielded, because a line
+                    # cut short by a cancelled handler would corrupt every message after it.
+                    with anyio.CancelScope(shield=True):
                         await anyio.wait_writable(self._fd)
-                        with suppress(BlockingIOError):
-                            data = data[os.write(self._fd, data) :]
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # The client stopped reading. The SDK drops a reply whose stream is broken and
+                # keeps serving until stdin closes, rather than dying mid-request.
+                self._broken = e
+                raise anyio.BrokenResourceError from e
 
     async def aclose(self) -> None:
         self._closed = True
@@ -134,7 +139,7 @@ class MessageWriter:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
 

@@ -295,4 +295,9 @@ async def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(run(argv))
+    try:
+        return asyncio.run(run(argv))
+    except KeyboardInterrupt:
+        # A distillation interrupted here is resumable; `ted distill` printed how when it started.
+        print("ted: interrupted.", file=sys.stderr)
+        return 130

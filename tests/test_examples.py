@@ -1,17 +1,29 @@
-"""The files in examples/ work as shipped: the Python client runs, and every client config
-launches a `ted-mcp` that serves the tools."""
+"""The files in examples/ work as shipped: the Python clients run, every client config
+launches a `ted-mcp` that serves the tools, and the GSM8K recipe's commands are real."""
 
+import importlib.util
 import json
 import os
 import re
 import shlex
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx2
 import pytest
-from conftest import installed_command
+from conftest import free_port, installed_command
 from mcp import Client, StdioServerParameters
+
+from ted import cli as ted_cli
+from ted.prompts import STUDENT_SYSTEM
+from ted.testing import ModelServer, RecordedRequest
+from ted.testing.classroom import Classroom
+from ted.testing.classroom import problems as classroom_problems
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +121,258 @@ def test_claude_code_commands():
             "--scope", "user", "ted", "http://127.0.0.1:8765/mcp", "--header",
         ]  # fmt: skip
         assert command[-2:] == ["--header", "Authorization: Bearer $TED_HTTP_TOKEN"]
+
+
+# ---- agent_loop.py, distill_client.py and the GSM8K recipe ----------------------------------
+# The examples run as real subprocesses against the installed `ted-mcp` and a local model
+# server whose classroom script plays student and teacher: students get subtraction and
+# multiplication wrong until the library holds a lesson for them, so learning is visible.
+
+MODEL_ENV = ("TED_", "ANTHROPIC_", "OPENAI_", "OPENROUTER_")
+AGENT_MODEL = "agent"  # the model name agent_loop.py sends; the script below answers it as the student
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def classroom_script(classroom: Classroom):
+    def reply(request: RecordedRequest) -> str:
+        text = request.prompt
+        if (request.body or {}).get("model") == AGENT_MODEL:
+            # The classroom knows students by the distillation's system prompt; the agent has its own.
+            text = f"{STUDENT_SYSTEM}\n{text}"
+        return classroom.reply(text)
+
+    return reply
+
+
+@pytest.fixture
+def model_server():
+    with ModelServer(classroom_script(Classroom())) as server:
+        yield server
+
+
+@pytest.fixture
+def problems_file(tmp_path: Path) -> Path:
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in classroom_problems(6)))
+    return path
+
+
+def example_env(server: ModelServer, db: Path, **extra: str) -> dict[str, str]:
+    """The test's environment without any real key or model setting, pointed at the local server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)}
+    return env | {
+        "TED_DB": str(db), "TED_TEACHER": "local:teacher", "TED_STUDENT": "local:student",
+        "TED_OPENAI_COMPATIBLE_BASE_URL": server.openai_base_url, **extra,
+    }  # fmt: skip
+
+
+def run_example(name: str, args: list[str], env: dict[str, str], timeout: float = 60) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def query(db: Path, sql: str, *params) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+@pytest.mark.slow
+def test_agent_loop_learns_through_the_tools(model_server, problems_file, tmp_path):
+    """Both providers' SDKs, at once (each run takes seconds of imports): get → solve → record → critique."""
+    runs = {}
+    for provider in ("openai", "anthropic"):
+        db = tmp_path / f"{provider}.db"
+        sdk_env = {"OPENAI_BASE_URL": model_server.openai_base_url, "OPENAI_API_KEY": "sk-test",
+                   "ANTHROPIC_BASE_URL": model_server.anthropic_base_url, "ANTHROPIC_API_KEY": "sk-ant-test"}
+        env = example_env(model_server, db, **sdk_env)
+        args = ["--provider", provider, "--model", AGENT_MODEL, "--dataset", str(problems_file), "--limit", "6",
+                "--library", "arith"]  # fmt: skip
+        runs[provider] = db, subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "agent_loop.py"), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+    system_prompt = load_example("agent_loop").SYSTEM_PROMPT
+
+    for provider, (db, proc) in runs.items():
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out + err
+        lines = out.splitlines()
+        # p0 adds (always right); p1 subtracts and p2 multiplies wrongly, and each critique adds
+        # the missing lesson, which the next subtraction (p4) and multiplication (p5) cite.
+        assert lines[0] == "[1/6] p0 correct: answer 15 (cited none)", out
+        assert lines[1] == "[2/6] p1 wrong: answer 12, expected 11 (cited none) → critique: added E1, library v1", out
+        assert lines[2].startswith("[3/6] p2 wrong:") and lines[2].endswith("critique: added E2, library v2"), out
+        assert lines[4] == "[5/6] p4 correct: answer 34 (cited E1)", out
+        assert lines[5] == "[6/6] p5 correct: answer 517 (cited E2)", out
+        assert lines[6] == f"4/6 correct with {provider}:{AGENT_MODEL}; library arith v2: 2 lessons, 101/4000 tokens"
+
+        assert query(db, "SELECT count(*), sum(correct), min(model) FROM attempts") == [(6, 4, f"{provider}:agent")]
+        assert query(db, "SELECT id, usage_count FROM experiences WHERE state = 'active' ORDER BY id") == [
+            ("E1", 1), ("E2", 1)
+        ]  # fmt: skip
+        assert query(db, "SELECT count(*) FROM critiques") == [(2,)]
+        assert query(db, "SELECT version FROM libraries WHERE name = 'arith'") == [(2,)]
+
+        # The SDK of that provider made the calls, with the lessons before the agent's own instructions.
+        asked = [r for r in model_server.requests if r.api == provider and (r.body or {}).get("model") == AGENT_MODEL]
+        assert len(asked) == 6
+        body = next(r.body for r in asked if "What is 40 - 6?" in r.prompt)
+        system = body["system"] if provider == "anthropic" else body["messages"][0]["content"]
+        assert system.startswith("## Lessons from earlier attempts") and system.endswith(system_prompt)
+        assert "[E1] For subtraction" in system
+
+
+@pytest.mark.slow
+def test_distill_client_follows_a_job_to_the_end(model_server, problems_file, db_path):
+    out = run_example(
+        "distill_client.py",
+        ["--dataset", str(problems_file), "--library", "arith", "--epochs", "2", "--rollouts", "2",
+         "--concurrency", "2"],
+        example_env(model_server, db_path),
+    )  # fmt: skip
+    assert "estimate: 6 problems × 2 epochs × 2 rollouts: at most 24 student and" in out
+    job_id = re.search(r"^job (job-\w+) started on library arith \(version 0\)", out, re.MULTILINE).group(1)
+    # Three batches of two problems per epoch: a progress notification after each.
+    progress = re.findall(r"^  progress (\d+)/12 problem-epochs: epoch \d/2, library v\d, (\w+)$", out, re.MULTILINE)
+    assert {int(done) for done, _ in progress} >= {2, 4, 6, 8, 10, 12}, out
+    assert f"job {job_id} done: 12/12 problem-epochs" in out
+    assert "  epoch 1: rollout accuracy 67% (8/12), 2 critiques, 0 compressions" in out
+    assert "  epoch 2: rollout accuracy 100% (12/12), 0 critiques, 0 compressions" in out
+    assert "library arith v2: 2 lessons, 101/4000 tokens" in out
+    assert re.search(r"^cost: 30 model calls, [\d,]+ tokens in / [\d,]+ out, cost unknown \(no price for "
+                     r"local:student, local:teacher\)$", out, re.MULTILINE), out  # fmt: skip
+
+    assert query(db_path, "SELECT id, state, problems_done FROM jobs") == [(job_id, "done", 12)]
+    assert query(db_path, "SELECT version FROM libraries WHERE name = 'arith'") == [(2,)]
+    assert query(db_path, "SELECT count(*) FROM experiences WHERE state = 'active'") == [(2,)]
+    assert query(db_path, "SELECT count(*) FROM attempts WHERE job_id = ?", job_id) == [(24,)]
+    assert query(db_path, "SELECT count(*) FROM model_calls WHERE job_id = ? AND role = 'student'", job_id) == [(24,)]
+
+
+@contextmanager
+def http_server(db: Path, env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [installed_command("ted-mcp"), "--transport", "http", "--port", str(port), "--db", str(db)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "ted-mcp did not start listening within 30 s"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_distill_client_cancels_over_http(model_server, problems_file, db_path):
+    env = example_env(model_server, db_path)
+    with http_server(db_path, env) as url:
+        # 50 epochs: far more than the job can do before the cancel gets through.
+        out = run_example(
+            "distill_client.py",
+            ["--url", url, "--dataset", str(problems_file), "--inline", "--library", "arith", "--epochs", "50",
+             "--rollouts", "2", "--concurrency", "1", "--cancel-after", "1"],
+            env,
+        )  # fmt: skip
+        job_id = re.search(r"^job (job-\w+) started", out, re.MULTILINE).group(1)
+        assert "cancel requested after 1 s: job cancelled" in out, out
+        done = int(re.search(rf"^job {job_id} cancelled: (\d+)/300 problem-epochs; error: Cancelled on request",
+                             out, re.MULTILINE).group(1))  # fmt: skip
+        assert 3 <= done < 300  # p1 and p2, the first wrong ones, were critiqued before the cancel
+        assert re.search(r"^  progress \d+/300 problem-epochs: ", out, re.MULTILINE), out
+
+    assert query(db_path, "SELECT state, problems_done, dataset FROM jobs") == [("cancelled", done, "inline")]
+    # Every batch applied before the cancel is kept: the two lessons the first epoch taught.
+    assert query(db_path, "SELECT count(*) FROM experiences WHERE state = 'active'") == [(2,)]
+
+
+RECIPE = EXAMPLES / "gsm8k_recipe.md"
+STRATEGIES = ("none", "truncate", "random", "teacher")
+
+
+def recipe_commands() -> list[list[str]]:
+    """Every `ted …` line of the recipe's sh blocks, with the loop's $strategy and $JOB filled in."""
+    blocks = re.findall(r"```sh\n(.*?)```", RECIPE.read_text(), re.DOTALL)
+    lines = [line.strip() for line in "\n".join(blocks).replace("\\\n", " ").splitlines()]
+    commands = []
+    for line in (line for line in lines if line.startswith("ted ")):
+        for strategy in STRATEGIES if "$strategy" in line else ("",):
+            filled = line.replace("$strategy", strategy).replace('"$JOB"', "job-000000000000")
+            commands.append(shlex.split(filled)[1:])
+    return commands
+
+
+def ted(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = ted_cli.main(argv)
+    except SystemExit as e:  # argparse: a bad flag or value
+        code = e.code
+    captured = capsys.readouterr()
+    return code, " ".join(captured.out.split()), captured.err
+
+
+def test_recipe_flags_are_the_commands_flags(capsys):
+    text = RECIPE.read_text()
+    helps = ""
+    for command in ("distill", "eval", "config", "costs", "export", "show", "history"):
+        code, out, _ = ted([command, "--help"], capsys)
+        assert code == 0
+        helps += out
+    taken = set(re.findall(r"--[a-z-]+", helps))
+    assert {"--estimate", "--resume", "--compression", "--samples", "--max-cost"} <= taken
+    for flag in set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text)):
+        assert flag in taken, f"the recipe mentions {flag}, which no ted command takes"
+
+
+def test_recipe_commands_run_without_models(capsys, monkeypatch, tmp_path):
+    """Each command of the recipe, as written, runs up to the point where it needs a model's key."""
+    for name in [k for k in os.environ if k.startswith(MODEL_ENV)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TED_DB", str(tmp_path / "ted.db"))
+    monkeypatch.chdir(EXAMPLES.parent)  # the recipe runs from the repository root
+    commands = recipe_commands()
+    assert {c[0] for c in commands} >= {"config", "distill", "eval", "costs"}
+    assert {c[c.index("--compression") + 1] for c in commands if "--compression" in c} == set(STRATEGIES)
+    recipe = " ".join(RECIPE.read_text().split())
+    for argv in commands:
+        code, out, err = ted(argv, capsys)
+        assert code in (0, 1), f"ted {shlex.join(argv)}: {err}"
+        if code == 1:  # a model without its key or endpoint, or the placeholder job: never a usage error
+            assert re.match(r"ted: (No API key for|No base URL for|There is no job)", err), (argv, err)
+        if "--estimate" in argv:
+            # The figures the recipe quotes are the ones the command prints.
+            assert code == 0 and out and out in recipe, out
+    assert query(tmp_path / "ted.db", "SELECT count(*) FROM jobs") == [(0,)]
+
+
+def test_readme_commands_parse(monkeypatch):
+    """The `python examples/….py` lines of examples/README.md are accepted by the scripts' own parsers."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    blocks = re.findall(r"```sh\n(.*?)```", (EXAMPLES / "README.md").read_text(), re.DOTALL)
+    lines = [shlex.split(line, comments=True) for line in "\n".join(blocks).splitlines()]
+    runs = [words[1:] for words in lines if words[:1] == ["python"] and words[1] != "examples/quickstart_client.py"]
+    assert {words[0] for words in runs} == {"examples/agent_loop.py", "examples/distill_client.py"}
+    for script, *argv in runs:
+        try:
+            load_example(Path(script).stem).parse(argv)
+        except SystemExit as e:  # argparse refused the line
+            pytest.fail(f"python {script} {shlex.join(argv)}: exit {e.code}")

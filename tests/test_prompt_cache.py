@@ -77,7 +77,8 @@ async def test_a_store_on_memory_has_no_probe_and_still_reads_right():
 async def test_another_server_process_writing_is_seen_by_the_first(db_path):
     params = StdioServerParameters(command=installed_command("ted-mcp"), args=["--db", str(db_path)])
     async with Client(params) as reader, Client(params) as writer:
-        assert not (await writer.call_tool("add_experience", {"library": "shared", "text": "Check the units."})).is_error
+        added = await writer.call_tool("add_experience", {"library": "shared", "text": "Check the units."})
+        assert not added.is_error, added.content
         before = (await reader.call_tool("get_experiences", {"library": "shared"})).structured_content
         assert [i["usage_count"] for i in before["items"]] == [0]
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -31,12 +32,29 @@ def call(id_: int, tool: str, arguments: dict) -> bytes:
     return line({"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
 
 
+def read_lines(proc: subprocess.Popen, count: int, timeout: float = 30) -> list[dict]:
+    """`count` reply lines, parsed; fails instead of hanging if they do not come."""
+    lines: list[bytes] = []
+
+    def read() -> None:
+        while len(lines) < count and (got := proc.stdout.readline()):
+            lines.append(got)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        proc.kill()
+        pytest.fail(f"{len(lines)} of {count} replies within {timeout} s")
+    return [json.loads(got) for got in lines]
+
+
 def start(command: list[str], stderr: Path) -> subprocess.Popen:
     with stderr.open("wb") as err:
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     proc.stdin.write(line(INITIALIZE))
     proc.stdin.flush()
-    assert json.loads(proc.stdout.readline())["id"] == 0
+    assert read_lines(proc, 1)[0]["id"] == 0
     proc.stdin.write(line(INITIALIZED))
     return proc
 
@@ -56,17 +74,30 @@ def test_replies_larger_than_the_pipe_arrive_whole_while_the_client_is_not_readi
             proc.stdin.write(call(n, "get_experiences", {"library": "big"}))
         proc.stdin.flush()
         time.sleep(1)
-        replies = [json.loads(proc.stdout.readline()) for _ in range(20)]
+        replies = read_lines(proc, 20)
         assert sorted(r["id"] for r in replies) == list(range(1, 21))
         assert {len(r["result"]["structuredContent"]["items"]) for r in replies} == {40}
     finally:
         proc.stdin.close()
-        assert proc.wait(timeout=30) == 0
+        returncode = proc.wait(timeout=30)
+    assert returncode == 0
+
+
+def test_a_client_that_stops_reading_leaves_a_server_that_exits_cleanly(db_path, tmp_path):
+    proc = start([installed_command("ted-mcp"), "--db", str(db_path)], tmp_path / "stderr.txt")
+    proc.stdout.close()
+    for n in range(1, 6):
+        proc.stdin.write(call(n, "get_experiences", {"library": "gone"}))
+    proc.stdin.flush()
+    time.sleep(1)  # the replies meet a closed pipe
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0, (tmp_path / "stderr.txt").read_text()
 
 
 def test_a_handler_printing_cannot_corrupt_the_wire_and_stdout_is_given_back(tmp_path):
     script = tmp_path / "noisy.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import anyio
         from mcp.server.mcpserver import MCPServer
         from ted_server.stdio import run_stdio
@@ -80,11 +111,12 @@ def test_a_handler_printing_cannot_corrupt_the_wire_and_stdout_is_given_back(tmp
 
         anyio.run(run_stdio, mcp)
         print("stdout is ours again", flush=True)
-    """))
+    """)
+    )
     proc = start([sys.executable, str(script)], tmp_path / "stderr.txt")
     proc.stdin.write(call(1, "shout", {}))
     proc.stdin.flush()
-    reply = json.loads(proc.stdout.readline())
+    (reply,) = read_lines(proc, 1)
     assert reply["result"]["content"][0]["text"] == "done"
     proc.stdin.close()
     assert proc.wait(timeout=30) == 0
@@ -97,7 +129,11 @@ def test_stdin_from_a_file_is_served_by_the_sdk_transport(db_path, tmp_path):
     requests.write_bytes(line(INITIALIZE))
     with requests.open("rb") as stdin:
         done = subprocess.run(
-            [installed_command("ted-mcp"), "--db", str(db_path)], stdin=stdin, capture_output=True, timeout=60
+            [installed_command("ted-mcp"), "--db", str(db_path)],
+            stdin=stdin,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[0])["result"]["serverInfo"]["name"] == "ted-mcp"
