@@ -18,7 +18,7 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, ToolAnnotations
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 from ted_server.runner import JobRunner
 
@@ -29,7 +29,7 @@ from ted.compression import compress_library as compress
 from ted.critique import CritiqueResult, critique_task
 from ted.datasets import dataset_from_items, load_dataset
 from ted.distill import Estimate, estimate
-from ted.errors import TedError
+from ted.errors import InvalidInput, TedError
 from ted.jobs import Compression, DistillParams, JobStatus
 from ted.ledger import Ledger
 from ted.library import model_name
@@ -146,7 +146,7 @@ def build_server(
         ctx: Context,
         library: LibraryName = "default",
         task: Annotated[TaskText | None, Field(description="The task you are about to solve (optional).")] = None,
-    ) -> ExperiencePrompt:
+    ) -> Annotated[CallToolResult, ExperiencePrompt]:
         """Read the experience library before you solve a task.
 
         Returns `prompt`, the lessons to put before your own instructions (empty when nothing
@@ -154,7 +154,13 @@ def build_server(
         its token count and budget. Cite a lesson as [E3] when you apply it.
         """
         with tool_errors():
-            return await lib.get_experiences(_store(ctx), library, task)
+            prompt = await lib.get_experiences(_store(ctx), library, task)
+        # The text block mirrors the structured content as compact JSON: the SDK's default
+        # (indented) nearly doubles the reply of the call every agent makes before every task.
+        return CallToolResult(
+            content=[TextContent(type="text", text=prompt.model_dump_json())],
+            structured_content=prompt.model_dump(mode="json"),
+        )
 
     @mcp.tool(annotations=ADDITIVE)
     async def record_attempt(
@@ -262,10 +268,10 @@ def build_server(
     async def distill_batch(
         ctx: Context,
         dataset: Annotated[
-            str | list[dict[str, Any]],
+            str | list[dict[str, Any]] | None,
             Field(description="A JSONL file on the server's machine (absolute path), or a list of items "
-                  "{id, question, answer, images?}."),
-        ],
+                  "{id, question, answer, images?}. Not needed with `resume`."),
+        ] = None,
         library: LibraryName = "default",
         epochs: Annotated[int, Field(ge=1, le=100)] = 3,
         rollouts: Annotated[int, Field(ge=1, le=64, description="Student attempts per problem and epoch.")] = 5,
@@ -280,33 +286,48 @@ def build_server(
         max_cost_usd: Annotated[float | None, Field(gt=0, description="Stop cleanly at this cost.")] = None,
         max_tokens: Annotated[int | None, Field(gt=0, description="Stop cleanly at this many tokens.")] = None,
         estimate_only: Annotated[bool, Field(description="Return the estimate without starting.")] = False,
+        resume: Annotated[
+            str | None,
+            Field(min_length=1, max_length=64, description="The id of a failed, stopped or interrupted job to "
+                  "resume instead of starting one; of the other arguments only the caps apply."),
+        ] = None,
     ) -> DistillStarted:
         """Start the whole TED loop over a dataset as a background job; returns its id at once.
 
         Each epoch the student answers every problem `rollouts` times with the library in its
         prompt; the teacher critiques the groups with wrong answers and the library is
         compressed to its budget. Follow it with get_job (wait=true to receive progress),
-        stop it with cancel_job. The reply carries an estimate of calls and tokens.
+        stop it with cancel_job, and continue a failed or stopped one with resume=<job id>
+        (calls already paid for are not repeated). The reply carries an estimate of calls and tokens.
         """
         ted: Ted = ctx.request_context.lifespan_context
         with tool_errors():
+            if resume is not None:
+                job = await jobs.get(ted.store, resume)
+                for name in (job.params.student, job.params.teacher):
+                    ted.models(name)  # a key that is still missing fails now, naming its variable
+                await ted.runner.resume(resume, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+                guess = estimate(job.params, await jobs.problems(ted.store, resume))
+                status = await jobs.status(ted.store, ted.ledger, resume)
+                return DistillStarted(started=True, estimate=guess, job=status)
+            if dataset is None:
+                raise InvalidInput("Give a dataset (a JSONL file's path or a list of items), or a job id as `resume`.")
             if isinstance(dataset, str):
                 data = await load_dataset(dataset, limit=limit)
             else:
                 data = await dataset_from_items(dataset, limit=limit)
-            await ted.store.ensure_library(library)
-            state = await ted.store.library_state(library)
+            state = await jobs.library_for(ted.store, library)  # an estimate creates nothing
             params = DistillParams(
                 library=library, student=model_name(state, "student", student),
                 teacher=model_name(state, "teacher", teacher), epochs=epochs, rollouts=rollouts,
                 concurrency=concurrency, compression=compression, critique_all=critique_all,
                 max_cost_usd=max_cost_usd, max_tokens=max_tokens,
             )  # fmt: skip
-            for name in (params.student, params.teacher):
-                ted.models(name)  # a missing key fails now, naming its variable, not inside the job
-            guess = estimate(params, data.problems, state.settings.encoding)
+            guess = estimate(params, data.problems, state.settings.encoding, state.settings.token_budget)
             if estimate_only:
                 return DistillStarted(started=False, estimate=guess, job=None)
+            for name in (params.student, params.teacher):
+                ted.models(name)  # a missing key fails now, naming its variable, not inside the job
             job = await jobs.create(ted.store, params, data.problems, data.path or data.name)
             ted.runner.start(job.id)
             return DistillStarted(started=True, estimate=guess, job=await jobs.status(ted.store, ted.ledger, job.id))
@@ -321,26 +342,39 @@ def build_server(
         """State, progress (problems done / total, epoch), cost so far, library version and error of a job.
 
         With wait=true the call returns when the job ends or after `timeout` seconds, and
-        sends a progress notification after every batch in the meantime.
+        sends progress notifications: where the job stands at once, then after every batch.
         """
         ted: Ted = ctx.request_context.lifespan_context
+
+        async def report(status: JobStatus) -> None:
+            await ctx.report_progress(
+                status.problems_done, status.problems_total * status.params.epochs,
+                f"epoch {min(status.epoch + 1, status.params.epochs)}/{status.params.epochs}, "
+                f"library v{status.library_version}, {status.state}",
+            )  # fmt: skip
+
         with tool_errors():
+            seen = ted.runner.generation(job_id)  # before the read: a change after it is waited for
             status = await jobs.status(ted.store, ted.ledger, job_id)
-            with anyio.move_on_after(timeout if wait else 0):
-                while wait and not status.finished:
-                    await ted.runner.wait_for_change(job_id, timeout)
+            if not wait or status.finished:
+                return status
+            with anyio.move_on_after(timeout):
+                await report(status)
+                while not status.finished:
+                    await ted.runner.wait_for_change(job_id, seen, timeout)
+                    seen = ted.runner.generation(job_id)
                     previous, status = status, await jobs.status(ted.store, ted.ledger, job_id)
                     if (status.problems_done, status.state) != (previous.problems_done, previous.state):
-                        await ctx.report_progress(
-                            status.problems_done, status.problems_total * status.params.epochs,
-                            f"epoch {min(status.epoch + 1, status.params.epochs)}/{status.params.epochs}, "
-                            f"library v{status.library_version}, {status.state}",
-                        )  # fmt: skip
+                        await report(status)
             return status
 
     @mcp.tool(annotations=DESTRUCTIVE)
     async def cancel_job(ctx: Context, job_id: Annotated[str, Field(min_length=1, max_length=64)]) -> JobStatus:
-        """Stop a job cleanly: the batch in flight is dropped, everything applied before it stays."""
+        """Stop a job cleanly: the batch in flight is dropped, everything applied before it stays.
+
+        Returns once the job has stopped; a job run by another server process stops when that
+        process next looks (cancel_requested is then true and get_job shows it end).
+        """
         ted: Ted = ctx.request_context.lifespan_context
         with tool_errors():
             await ted.runner.cancel(job_id)

@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup
 
 from ted import jobs
 from ted.distill import run_job
-from ted.errors import TedError
+from ted.errors import InvalidInput, TedError
 from ted.jobs import Job
 from ted.ledger import Ledger
 from ted.llm.base import Model
@@ -29,6 +29,9 @@ class JobRunner:
         self.store, self.ledger, self.models, self._tg = store, ledger, models, tg
         self._running: set[str] = set()
         self._changed: dict[str, anyio.Event] = {}
+        # Bumped on every change a job run here reports; a waiter that read the counter before
+        # reading the job's state cannot miss a change that lands between the two.
+        self._generations: dict[str, int] = {}
 
     async def resume_interrupted(self) -> list[str]:
         """Pick up the jobs whose runner died (crash, restart); called at server start."""
@@ -38,10 +41,23 @@ class JobRunner:
         return ids
 
     def start(self, job_id: str) -> None:
+        self._running.add(job_id)  # at once: a cancel_job right after distill_batch must wait for it
         self._tg.start_soon(self._run, job_id)
 
+    async def resume(self, job_id: str, *, max_cost_usd: float | None, max_tokens: int | None) -> Job:
+        """Resume a failed, stopped or interrupted job here, with new caps if given.
+
+        Raises InvalidInput when it cannot be resumed: finished, or running here or in another
+        live process.
+        """
+        if job_id in self._running:
+            raise InvalidInput(f"Job {job_id} is already running in this server; follow it with get_job.")
+        await jobs.raise_caps(self.store, job_id, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+        job = await jobs.claim(self.store, job_id, jobs.this_process())  # says who holds it, if anyone
+        self.start(job_id)
+        return job
+
     async def _run(self, job_id: str) -> None:
-        self._running.add(job_id)
         try:
             await run_job(self.store, self.ledger, self.models, job_id, on_progress=self._notify)
         except TedError as e:  # leased elsewhere or already finished: nothing to do here
@@ -53,14 +69,21 @@ class JobRunner:
             await self._notify(None, job_id)
 
     async def _notify(self, job: Job | None, job_id: str | None = None) -> None:
-        event = self._changed.pop(job_id or job.id, None)
-        if event is not None:
+        job_id = job_id or job.id
+        self._generations[job_id] = self._generations.get(job_id, 0) + 1
+        if (event := self._changed.pop(job_id, None)) is not None:
             event.set()
 
-    async def wait_for_change(self, job_id: str, timeout: float) -> None:
-        """Return when the job (run here) reports progress or ends, or after `timeout`."""
+    def generation(self, job_id: str) -> int:
+        """How many changes the job has reported here; pass it to `wait_for_change`."""
+        return self._generations.get(job_id, 0)
+
+    async def wait_for_change(self, job_id: str, since: int, timeout: float) -> None:
+        """Return once the job (run here) has reported a change after `since`, or after `timeout`;
+        a job run by another process is polled."""
         with anyio.move_on_after(timeout if job_id in self._running else min(timeout, POLL_SECONDS)):
-            await self._changed.setdefault(job_id, anyio.Event()).wait()
+            while self.generation(job_id) == since:
+                await self._changed.setdefault(job_id, anyio.Event()).wait()
 
     async def cancel(self, job_id: str) -> Job:
         await jobs.request_cancel(self.store, job_id)
@@ -68,5 +91,5 @@ class JobRunner:
         # waits for that so the reply reports the final state.
         with anyio.move_on_after(10):
             while job_id in self._running:
-                await self.wait_for_change(job_id, 1.0)
+                await self.wait_for_change(job_id, self.generation(job_id), 1.0)
         return await jobs.get(self.store, job_id)

@@ -11,6 +11,8 @@ repeated.
 """
 
 import argparse
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -20,11 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ted import jobs
 from ted.datasets import load_dataset
 from ted.distill import estimate, run_job
-from ted.errors import InvalidInput
+from ted.errors import InvalidInput, TedError
 from ted.evaluate import evaluate
 from ted.jobs import DistillParams, Job
 from ted.ledger import Ledger
 from ted.library import model_name
+from ted.llm.base import Model
 from ted.llm.registry import get_model
 from ted.report import write_distill_report, write_eval_report
 from ted.store import Store
@@ -45,16 +48,46 @@ def _status(job: Job, cost: float | None) -> str:
     return f"epoch {min(job.epoch + 1, job.params.epochs)}/{job.params.epochs} · accuracy {accuracy} · {size} · {dollars}"
 
 
+@asynccontextmanager
+async def _closing_models() -> AsyncIterator[Callable[[str], Model]]:
+    """`get_model`, closing on the way out the HTTP connections of every model it gave.
+
+    Models are cached per process with their SDK clients, whose connections belong to this
+    command's event loop. Left open when the loop ends (`ted.cli.run` called in-process, by a
+    script or a test), they are closed later from whatever loop runs then, and fail there.
+    """
+    used: list[Model] = []
+
+    def resolve(name: str) -> Model:
+        used.append(model := get_model(name))
+        return model
+
+    try:
+        yield resolve
+    finally:
+        for model in dict.fromkeys(used):
+            if (close := getattr(model, "aclose", None)) is not None:
+                await close()
+
+
 async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
     ledger = Ledger(store)
     if args.resume:
-        job = await jobs.raise_caps(store, args.resume, max_cost_usd=args.max_cost, max_tokens=args.max_tokens)
+        # Claimed before anything is printed or changed: a finished job, or one that another live
+        # process runs, is refused here with the reason. run_job's own claim then finds the lease ours.
+        before = await jobs.get(store, args.resume)
+        await jobs.claim(store, args.resume, jobs.this_process())
+        try:
+            job = await jobs.raise_caps(store, args.resume, max_cost_usd=args.max_cost, max_tokens=args.max_tokens)
+        except TedError:
+            # Refused caps: the job goes back as it was, not "running" with nobody running it.
+            await jobs.finish(store, args.resume, before.state, before.error)
+            raise
     else:
         if not (args.dataset and args.library):
             raise InvalidInput("ted distill needs --dataset FILE and --library NAME (or --resume JOB).")
         data = await load_dataset(args.dataset, limit=args.limit)
-        await store.ensure_library(args.library)
-        state = await store.library_state(args.library)
+        state = await jobs.library_for(store, args.library)  # --estimate creates nothing
         try:
             params = DistillParams(
                 library=args.library, student=model_name(state, "student", args.student),
@@ -86,7 +119,8 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
             cost = sum(t.cost_usd or 0.0 for t in await ledger.totals(job_id=j.id))
             bar.update(task, completed=j.problems_done, status=_status(j, cost))
 
-        job = await run_job(store, ledger, get_model, job.id, on_progress=show)
+        async with _closing_models() as models:
+            job = await run_job(store, ledger, models, job.id, on_progress=show)
     report = await jobs.report(store, ledger, job)
     files = write_distill_report(report, args.report or Path("ted-reports") / job.id)
     out.print(f"Job {job.id} {job.state}" + (f": {job.error}" if job.error else "."), markup=False)
@@ -103,23 +137,23 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
 
 async def evaluate_command(store: Store, args: argparse.Namespace, out: Console) -> None:
     data = await load_dataset(args.dataset, limit=args.limit)
-    await store.ensure_library(args.library)
-    state = await store.library_state(args.library)
-    student = get_model(model_name(state, "student", args.student))
+    state = await store.library_state(args.library)  # evaluating a library that does not exist is a typo
     total = len(data.problems) * 2 * args.samples
-    with _progress(out) as bar:
-        task = bar.add_task("evaluating", total=total, status="")
-        right = {"n": 0, "ok": 0}
+    async with _closing_models() as models:
+        student = models(model_name(state, "student", args.student))
+        with _progress(out) as bar:
+            task = bar.add_task("evaluating", total=total, status="")
+            right = {"n": 0, "ok": 0}
 
-        def tick(correct: bool) -> None:
-            right["n"] += 1
-            right["ok"] += correct
-            bar.update(task, advance=1, status=f"{right['ok'] / right['n']:.0%} correct so far (both arms)")
+            def tick(correct: bool) -> None:
+                right["n"] += 1
+                right["ok"] += correct
+                bar.update(task, advance=1, status=f"{right['ok'] / right['n']:.0%} correct so far (both arms)")
 
-        report = await evaluate(
-            store, Ledger(store), student, args.library, data.problems, dataset=str(data.path or data.name),
-            samples=args.samples, concurrency=args.concurrency, on_sample=tick,
-        )  # fmt: skip
+            report = await evaluate(
+                store, Ledger(store), student, args.library, data.problems, dataset=str(data.path or data.name),
+                samples=args.samples, concurrency=args.concurrency, on_sample=tick,
+            )  # fmt: skip
     directory = args.report or Path("ted-reports") / f"eval-{args.library}-v{report.library_version}"
     files = write_eval_report(report, directory)
     ci = report.interval

@@ -5,10 +5,13 @@ goes through its steps concurrently: the student's `rollouts` attempts (in paral
 unless every rollout was right, the teacher's solution (cached per problem and teacher),
 the chains of the attempts, and the teacher's proposed operations — all made against the
 library as it stood when the batch began. The batch's operations are then validated in
-problem order against the library as it evolves (an operation on a lesson an earlier problem
-of the batch deleted is dropped and reported), applied as ONE version together with the
-critique records and the job's cursor, and the library is compressed if that left it over
-budget. `concurrency=1` is the paper's strict sequential order.
+problem order against the library as it is now, as each problem leaves it (an operation on a
+lesson an earlier problem of the batch deleted is dropped and reported); if they would leave
+it over budget its compression is planned (the teacher called) before anything is written.
+The batch is then written as ONE version together with its critique records and the job's
+cursor, and the compression right after as its own version, so the next batch (and the
+epoch's figures) always see a library within budget. `concurrency=1` is the paper's strict
+sequential order.
 
 Resuming after a crash repeats no paid call: attempts are stored per (job, epoch, problem,
 rollout), teacher solutions and chains are cached, and every call a job makes is keyed in the
@@ -18,7 +21,8 @@ half of one in the library.
 """
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -26,22 +30,25 @@ from pydantic import BaseModel
 
 from ted import jobs
 from ted.citations import cited_ids
-from ted.compression import compress_library
+from ted.compression import CompressionPlanned, Simulation, plan_compression
 from ted.critique import chains_for, critique_reply, record_critique, solve, validate_critique
 from ted.datasets import Problem
-from ted.errors import TedError
+from ted.errors import Conflict, InvalidReply, TedError
 from ted.grading import final_answer, grade
 from ted.jobs import DistillParams, EpochProgress, Job
 from ted.ledger import Ledger
 from ted.library import task_id_for
 from ted.llm.base import ImagePart, Message, Model
 from ted.models import AttemptRecord, LibraryState, Operation
-from ted.prompts import student_system
+from ted.prompts import experience_prompt, student_system
 from ted.replies import CritiqueReply
 from ted.store import Store
 from ted.tokens import count_tokens
 
 Progress = Callable[[Job], Awaitable[None]]
+Ending = tuple[jobs.JobState, str | None]
+StopCheck = Callable[[], Awaitable[Ending | None]]
+Stats = dict[int, EpochProgress]
 POLL_SECONDS = 0.5
 
 
@@ -66,10 +73,12 @@ class Estimate(BaseModel):
     )
 
 
-def estimate(params: DistillParams, problems: list[Problem], encoding: str = "cl100k_base") -> Estimate:
+def estimate(
+    params: DistillParams, problems: list[Problem], encoding: str = "cl100k_base", token_budget: int = 4000
+) -> Estimate:
     n, e, r = len(problems), params.epochs, params.rollouts
     question = sum(count_tokens(p.question, encoding) for p in problems) / max(n, 1)
-    budget = 4000
+    budget = token_budget  # the library at its largest, in every student prompt and compression
     student_in = (question + budget + 150) * n * e * r
     batches = math.ceil(n / params.concurrency) * e
     # solve once per problem; summarise + critique per group and epoch; at most one compression per batch.
@@ -108,26 +117,32 @@ class Distillation:
         task_id = task_id_for(problem.question) if problem else None
         return self.ledger.bind(model, role, library=self.params.library, task_id=task_id, job_id=self.job.id, key=key)
 
-    async def run(self, problems: list[Problem]) -> None:
+    async def run(self, problems: list[Problem], stop: StopCheck | None = None) -> Ending:
+        """Run the job's remaining batches; returns how it ended: done, or the reason `stop` gave."""
         size = self.params.concurrency
         batches = [problems[i : i + size] for i in range(0, len(problems), size)]
         stats = {s.epoch: s for s in self.job.epochs}
-        for epoch in range(self.job.epoch, self.params.epochs):
-            first = self.job.batch if epoch == self.job.epoch else 0
-            for index in range(first, len(batches)):
-                await self._compress_if_needed(stats.setdefault(epoch, EpochProgress(epoch=epoch)))
-                await self._batch(epoch, index, batches[index], stats, done=epoch * len(problems)
-                                  + sum(len(b) for b in batches[: index + 1]))  # fmt: skip
-                self.job = await jobs.get(self.store, self.job.id)
+        first_epoch, first_batch = self.job.epoch, self.job.batch
+        if stop is not None and (ending := await stop()) is not None:
+            return ending
+        # A batch is compressed as it is applied; this catches a library that a crash left between
+        # those two writes, or one over budget before the job began.
+        await self._compress_alone(max(first_epoch - (first_batch == 0), 0), stats)
+        for epoch in range(first_epoch, self.params.epochs):
+            for index in range(first_batch if epoch == first_epoch else 0, len(batches)):
+                if stop is not None and (ending := await stop()) is not None:
+                    return ending
+                await self._batch(epoch, index, batches, stats)
                 if self.on_progress:
+                    self.job = await jobs.get(self.store, self.job.id)
                     await self.on_progress(self.job)
-        await self._compress_if_needed(stats.setdefault(self.params.epochs - 1, EpochProgress(epoch=epoch)))
+        await self._compress_alone(self.params.epochs - 1, stats)  # only if a compression lost a race
+        return "done", None
 
-    async def _batch(
-        self, epoch: int, index: int, batch: list[Problem], stats: dict[int, EpochProgress], done: int
-    ) -> None:
+    async def _batch(self, epoch: int, index: int, batches: list[list[Problem]], stats: Stats) -> None:
         state = await self.store.library_state(self.params.library)
-        prompt = (await self.store.experience_prompt(self.params.library)).prompt
+        prompt = experience_prompt((e.id, e.text) for e in state.experiences)
+        batch = batches[index]
         proposals: list[Proposal | None] = [None] * len(batch)
 
         async def propose(i: int, problem: Problem) -> None:
@@ -136,7 +151,17 @@ class Distillation:
         async with anyio.create_task_group() as tg:
             for i, problem in enumerate(batch):
                 tg.start_soon(propose, i, problem)
-        await self._apply(epoch, index, state, [p for p in proposals if p is not None], stats, done)
+        # The cursor after this batch: the next one, or the first of the next epoch.
+        cursor = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
+        done = epoch * sum(map(len, batches)) + sum(map(len, batches[: index + 1]))
+        for tries_left in (2, 1, 0):
+            try:
+                return await self._apply(epoch, index, [p for p in proposals if p], stats, cursor, done)
+            except Conflict:
+                # Another client changed the library while the batch ran (a paid-for batch is not
+                # thrown away for that): validate its operations again, against the library now.
+                if not tries_left:
+                    raise
 
     async def _propose(self, epoch: int, problem: Problem, state: LibraryState, prompt: str) -> Proposal:
         attempts = await self._rollouts(epoch, problem, prompt)
@@ -144,16 +169,21 @@ class Distillation:
             return Proposal(problem=problem, attempts=attempts)
         tag = f"e{epoch}/{problem.id}"
         solution = await solve(
-            self.store, self._bind(self.teacher, "teacher-solve", problem, "solve"), problem.question, problem.answer
-        )
-        chains, teacher_chain = await chains_for(
-            self.store, self._bind(self.teacher, "summarise", problem, f"{tag}/summarise"),
-            problem.question, attempts, solution,
+            # The key names the problem: replies are looked up by (job, key) alone, so a bare "solve"
+            # would hand the first problem's solution to every later one.
+            self.store, self._bind(self.teacher, "teacher-solve", problem, f"{problem.id}/solve"),
+            problem.question, problem.answer,
         )  # fmt: skip
-        reply = await critique_reply(
-            self._bind(self.teacher, "critique", problem, f"{tag}/critique"),
-            problem.question, problem.answer, teacher_chain, attempts, chains, state,
-        )  # fmt: skip
+        async with self._unless_unusable(f"{tag}/summarise"):
+            chains, teacher_chain = await chains_for(
+                self.store, self._bind(self.teacher, "summarise", problem, f"{tag}/summarise"),
+                problem.question, attempts, solution,
+            )  # fmt: skip
+        async with self._unless_unusable(f"{tag}/critique"):
+            reply = await critique_reply(
+                self._bind(self.teacher, "critique", problem, f"{tag}/critique"),
+                problem.question, problem.answer, teacher_chain, attempts, chains, state,
+            )  # fmt: skip
         return Proposal(problem=problem, attempts=attempts, reply=reply)
 
     async def _rollouts(self, epoch: int, problem: Problem, prompt: str) -> list[AttemptRecord]:
@@ -186,13 +216,15 @@ class Distillation:
         return [stored[r] for r in range(self.params.rollouts)]
 
     async def _apply(
-        self, epoch: int, index: int, state: LibraryState, proposals: list[Proposal],
-        stats: dict[int, EpochProgress], done: int,
-    ) -> None:  # fmt: skip
-        active = {e.id: e.text for e in state.experiences}
+        self, epoch: int, index: int, proposals: list[Proposal], stats: Stats, cursor: tuple[int, int], done: int
+    ) -> None:
+        """Validate the batch's operations in problem order against the library as it is now, plan
+        its compression if that leaves it over budget, then write both."""
+        state = await self.store.library_state(self.params.library)
+        simulation = Simulation(state)  # the library as each problem's operations leave it, new ids included
+        epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy()
         operations: list[Operation] = []
         critiques: list[tuple[str, Proposal, list]] = []
-        epoch_stats = stats[epoch]
         for proposal in proposals:
             epoch_stats.attempts += len(proposal.attempts)
             epoch_stats.correct += sum(bool(a.correct) for a in proposal.attempts)
@@ -205,17 +237,20 @@ class Distillation:
                           "task_id": task_id_for(proposal.problem.question), "attempt_ids": attempt_ids,
                           "teacher": self.teacher.name}  # fmt: skip
             sources = [proposal.problem.question, *(a.trajectory for a in proposal.attempts)]
+            active = {item.id: item.text for item in simulation.items}  # what earlier problems left
             ops, rejected = validate_critique(proposal.reply, active, sources, provenance)
-            for op in ops:  # later problems of the batch see what earlier ones did
-                if op.op == "delete":
-                    active.pop(op.id, None)
-                else:
-                    active[getattr(op, "id", None) or f"new:{len(active)}"] = op.text
+            for op in ops:
+                simulation.apply(op)
             operations += ops
             critiques.append((critique_id, proposal, rejected))
             epoch_stats.critiques += 1
             epoch_stats.operations += len(ops)
             epoch_stats.rejected += len(rejected)
+        after = simulation.result() if operations else state
+        epoch_stats.items, epoch_stats.tokens = len(simulation.items), simulation.tokens
+        epoch_stats.version = after.version
+        # Planned before anything is written, so the batch and its compression are written together.
+        planned = await self._plan_compression(after, f"e{epoch}/b{index}/compress/v{state.version}")
 
         async def record(db, version: int | None) -> None:
             for critique_id, proposal, rejected in critiques:
@@ -223,38 +258,76 @@ class Distillation:
                     db, self.params.library, critique_id, task_id_for(proposal.problem.question), self.teacher.name,
                     [a.id for a in proposal.attempts], version, proposal.reply, rejected, job_id=self.job.id,
                 )  # fmt: skip
-            next_epoch, next_index = (epoch, index + 1)
-            await jobs.advance(db, self.job.id, epoch=next_epoch, batch=next_index, done=done,
-                               stats=sorted(stats.values(), key=lambda s: s.epoch))  # fmt: skip
+            await jobs.advance(db, self.job.id, epoch=cursor[0], batch=cursor[1], done=done,
+                               stats=_listed(stats, epoch_stats))  # fmt: skip
 
-        if operations:
-            reason = f"{self.job.id}: epoch {epoch + 1}, batch {index + 1} ({len(critiques)} critiques)"
-            await self.store.apply(
-                self.params.library, operations, "critique", reason, expected_version=state.version, also=record
+        # Shielded: a cancel or a reached cap lands before the batch or after its compression,
+        # never in between (the writes take milliseconds).
+        with anyio.CancelScope(shield=True):
+            if operations:
+                reason = f"{self.job.id}: epoch {epoch + 1}, batch {index + 1} ({len(critiques)} critiques)"
+                await self.store.apply(
+                    self.params.library, operations, "critique", reason, expected_version=state.version, also=record
+                )
+            else:
+                async with self.store.transaction() as db:
+                    await record(db, None)
+            stats[epoch] = epoch_stats
+            if planned is not None:
+                await self._write_compression(planned, epoch, stats)
+
+    async def _plan_compression(self, state: LibraryState, key: str) -> CompressionPlanned | None:
+        """A compression of `state` (written or simulated) if it is over budget and the job compresses."""
+        if self.params.compression == "none" or not Simulation(state).over_budget:
+            return None
+        # Keyed by batch and version: a resumed job compressing the same library reuses the reply.
+        teacher = self._bind(self.teacher, "compress", None, key) if self.params.compression == "teacher" else None
+        async with self._unless_unusable(key):
+            return await plan_compression(
+                state, strategy=self.params.compression, teacher=teacher, seed=self.params.seed
             )
-        else:
-            async with self.store.transaction() as db:
-                await record(db, None)
-        await self._snapshot_size(epoch_stats)
 
-    async def _compress_if_needed(self, epoch_stats: EpochProgress) -> None:
-        state = await self.store.library_state(self.params.library)
-        prompt = await self.store.experience_prompt(self.params.library)
-        if not prompt.over_budget or self.params.compression == "none":
+    async def _write_compression(self, planned: CompressionPlanned, epoch: int, stats: Stats) -> None:
+        """Apply a compression as its own version (so it can be rolled back), with the epoch's new size."""
+        if not planned.operations:
             return
-        teacher = None
-        if self.params.compression == "teacher":
-            # Keyed by the version it compresses: a resumed job compressing the same library reuses the reply.
-            teacher = self._bind(self.teacher, "compress", None, f"compress/v{state.version}")
-        await compress_library(
-            self.store, self.params.library, strategy=self.params.compression, teacher=teacher, seed=self.params.seed
-        )
+        result = planned.result(dry_run=False)
+        epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy()
         epoch_stats.compressions += 1
-        await self._snapshot_size(epoch_stats)
+        epoch_stats.items, epoch_stats.tokens = result.items_after, result.tokens_after
+        epoch_stats.version = planned.state.version + 1
 
-    async def _snapshot_size(self, epoch_stats: EpochProgress) -> None:
-        prompt = await self.store.experience_prompt(self.params.library)
-        epoch_stats.items, epoch_stats.tokens, epoch_stats.version = len(prompt.items), prompt.tokens, prompt.version
+        async def record(db, version: int) -> None:
+            await jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
+
+        try:
+            await self.store.apply(
+                self.params.library, planned.operations, "compression", planned.reason,
+                expected_version=planned.state.version, also=record,
+            )  # fmt: skip
+        except Conflict:
+            return  # another client changed the library since it was read: the next check compresses that
+        stats[epoch] = epoch_stats
+
+    async def _compress_alone(self, epoch: int, stats: Stats) -> None:
+        """Compress the library as it stands, if it is over budget; the stats go to `epoch`."""
+        state = await self.store.library_state(self.params.library)
+        if (planned := await self._plan_compression(state, f"compress/v{state.version}")) is not None:
+            await self._write_compression(planned, epoch, stats)
+
+    @asynccontextmanager
+    async def _unless_unusable(self, key: str) -> AsyncIterator[None]:
+        """A step whose reply, if unusable even after its repair, is not replayed when the job resumes."""
+        try:
+            yield
+        except InvalidReply:
+            with anyio.CancelScope(shield=True):  # a sibling's failure may be cancelling this task
+                await self.ledger.forget(self.job.id, key)
+            raise
+
+
+def _listed(stats: Stats, changed: EpochProgress) -> list[EpochProgress]:
+    return sorted({**stats, changed.epoch: changed}.values(), key=lambda s: s.epoch)
 
 
 async def run_job(
@@ -300,22 +373,34 @@ async def run_job(
 
             async def work() -> None:
                 nonlocal ending
-                if (reason := await _stop_reason(store, ledger, job)) is not None:
-                    ending = reason
-                else:
-                    await distillation.run(problems)
+                # Checked between batches too, so a cap or cancel that is already due stops the job
+                # before it starts another batch, without waiting for the watcher's next look.
+                ending = await distillation.run(problems, stop=lambda: _stop_reason(store, ledger, job))
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
             tg.start_soon(work)
-    except TedError as e:
-        ending = ("failed", str(e))
     except Exception as e:  # a job records why it died rather than dying silently
-        ending = ("failed", f"{type(e).__name__}: {e}")
-        await jobs.finish(store, job_id, *ending)
-        raise
+        # A model failure reaches here wrapped in the task groups' ExceptionGroups; the job's
+        # error is its own message (which says the fix), not "unhandled errors in a TaskGroup".
+        if (error := _ted_error(e)) is None:
+            await jobs.finish(store, job_id, "failed", f"{type(e).__name__}: {e}")
+            raise
+        ending = ("failed", str(error))
     await jobs.finish(store, job_id, *ending)
     return await jobs.get(store, job_id)
+
+
+def _ted_error(e: BaseException) -> TedError | None:
+    """The TedError behind `e` when every error it carries is one (the first of them), else None."""
+    if isinstance(e, BaseExceptionGroup):
+        matched, rest = e.split(TedError)
+        if matched is None or rest is not None:
+            return None
+        while isinstance(matched, BaseExceptionGroup):
+            matched = matched.exceptions[0]
+        return matched
+    return e if isinstance(e, TedError) else None
 
 
 async def _stop_reason(store: Store, ledger: Ledger, job: Job) -> tuple[jobs.JobState, str] | None:

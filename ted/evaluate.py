@@ -14,7 +14,7 @@ import anyio
 
 from ted.datasets import Problem
 from ted.distill import student_messages
-from ted.errors import ModelError
+from ted.errors import InvalidInput, ModelError
 from ted.grading import final_answer, grade
 from ted.ledger import Ledger
 from ted.library import task_id_for
@@ -41,6 +41,9 @@ async def evaluate(
     on_sample: Tick | None = None,
 ) -> EvalReport:
     """Grade `samples` answers per problem and arm; a failed call counts as a wrong answer."""
+    for name, value in (("samples", samples), ("concurrency", concurrency)):
+        if value < 1:
+            raise InvalidInput(f"{name} must be at least 1 (it was {value}).")
     prompt = await store.experience_prompt(library)
     eval_id = "eval-" + uuid.uuid4().hex[:12]
     limiter = anyio.CapacityLimiter(concurrency)

@@ -15,12 +15,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ted.datasets import Problem
 from ted.errors import InvalidInput, NotFound
 from ted.ledger import Ledger
-from ted.models import LibraryName
+from ted.models import LibraryName, LibrarySettings, LibraryState
+from ted.pricing import cost_usd
 from ted.prompts import experience_prompt
 from ted.report import CostSummary, DistillReport, EpochStats, LibrarySize
 from ted.store import Store
@@ -77,10 +78,11 @@ class Job(BaseModel):
     start_version: int = Field(description="The library's version when the job was created.")
     problems_total: int
     problems_done: int = Field(description="Problems finished over all epochs (total × epochs when done).")
-    epoch: int = Field(description="The epoch the next batch belongs to (0-based).")
+    epoch: int = Field(description="The epoch the next batch belongs to (0-based; `epochs` once all are done).")
     batch: int = Field(description="The next batch within that epoch (0-based).")
     epochs: list[EpochProgress]
     error: str | None
+    cancel_requested: bool = Field(False, description="A cancel was asked for; the job's runner stops it shortly.")
     owner: str | None
     created_at: datetime
     updated_at: datetime
@@ -136,15 +138,39 @@ def _job(row) -> Job:
         batch=row["batch"],
         epochs=[EpochProgress.model_validate(e) for e in json.loads(row["stats"])],
         error=row["error"],
+        cancel_requested=bool(row["cancel_requested"]),
         owner=row["owner"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
 
 
+async def library_for(store: Store, name: str) -> LibraryState:
+    """The library a job would run on, or how a new one would start, without creating it (an
+    estimate changes nothing); `create` makes it."""
+    try:
+        return await store.library_state(name)
+    except NotFound:
+        return LibraryState(name=name, settings=LibrarySettings(), version=0, next_experience=1,
+                            teacher_model=None, student_model=None, experiences=[])  # fmt: skip
+
+
+def _check_priced(params: DistillParams) -> None:
+    # A model without a price costs "unknown", which would never reach a cost cap: refuse the
+    # cap up front rather than let it silently never stop the job.
+    unpriced = [m for m in dict.fromkeys((params.student, params.teacher)) if cost_usd(m, 0, 0) is None]
+    if params.max_cost_usd is not None and unpriced:
+        raise InvalidInput(
+            f"A cost cap needs a price for every model, and {' and '.join(unpriced)} has none: give it one "
+            f'in a TED_PRICES file ({{"{unpriced[0]}": [input, output]}}, dollars per million tokens), '
+            "or cap tokens instead (max_tokens / --max-tokens)."
+        )
+
+
 async def create(store: Store, params: DistillParams, problems: list[Problem], dataset: str) -> Job:
     if not problems:
         raise InvalidInput("The dataset has no problems; give at least one item with a question and an answer.")
+    _check_priced(params)
     job_id = "job-" + uuid.uuid4().hex[:12]
     now = _iso(_now())
     await store.ensure_library(params.library)
@@ -211,7 +237,12 @@ async def raise_caps(store: Store, job_id: str, *, max_cost_usd: float | None, m
     """New cost or token caps for a job about to be resumed (None keeps a cap as it is)."""
     job = await get(store, job_id)
     changes = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_tokens", max_tokens)) if v is not None}
-    params = DistillParams.model_validate({**job.params.model_dump(), **changes})
+    try:
+        params = DistillParams.model_validate({**job.params.model_dump(), **changes})
+    except ValidationError as e:
+        error = e.errors()[0]
+        raise InvalidInput(f"Invalid cap {error['loc'][0]}={error['input']!r}: {error['msg'].lower()}.") from None
+    _check_priced(params)
     async with store.transaction() as db:
         await db.execute("UPDATE jobs SET params = ? WHERE id = ?", (params.model_dump_json(), job_id))
     return await get(store, job_id)
@@ -256,8 +287,16 @@ async def cancel_requested(store: Store, job_id: str) -> bool:
 async def advance(db, job_id: str, *, epoch: int, batch: int, done: int, stats: list[EpochProgress]) -> None:
     """Move the job's cursor past a batch; runs inside the batch's own transaction."""
     await db.execute(
-        "UPDATE jobs SET epoch = ?, batch = ?, problems_done = ?, stats = ?, updated_at = ? WHERE id = ?",
-        (epoch, batch, done, json.dumps([s.model_dump() for s in stats]), _iso(_now()), job_id),
+        "UPDATE jobs SET epoch = ?, batch = ?, problems_done = ? WHERE id = ?", (epoch, batch, done, job_id)
+    )
+    await save_stats(db, job_id, stats)
+
+
+async def save_stats(db, job_id: str, stats: list[EpochProgress]) -> None:
+    """The per-epoch figures, inside the transaction of the change they describe (a batch, a compression)."""
+    await db.execute(
+        "UPDATE jobs SET stats = ?, updated_at = ? WHERE id = ?",
+        (json.dumps([s.model_dump() for s in stats]), _iso(_now()), job_id),
     )
 
 

@@ -95,6 +95,20 @@ class Ledger:
         usage = Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"])
         return Completion(text=row["reply"], usage=usage, model="")
 
+    async def forget(self, job_id: str, key: str) -> None:
+        """Stop replaying what was stored under `key` and its repair calls (`key#n`).
+
+        For a reply that proved unusable even after its repair: replayed, it would fail the
+        resumed job the same way forever, so the resumed job asks again. The rows stay, with
+        their cost; they only lose the key.
+        """
+        async with self.store.transaction() as db:
+            await db.execute(
+                "UPDATE model_calls SET call_key = NULL"
+                " WHERE job_id = ? AND (call_key = ? OR substr(call_key, 1, ?) = ?)",
+                (job_id, key, len(key) + 1, f"{key}#"),
+            )
+
     async def record(
         self,
         role: Role,

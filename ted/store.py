@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import anyio
 import platformdirs
 from pydantic import ValidationError
 
@@ -159,13 +160,21 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            # A statement handed to aiosqlite's thread runs even if this task is cancelled while
+            # it waits (a job's batch is cancelled this way), so the transaction's own statements
+            # are shielded: a cancel landing on BEGIN must not leave the connection inside a
+            # transaction nobody ends ("cannot start a transaction within a transaction").
+            with anyio.CancelScope(shield=True):
+                await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                with anyio.CancelScope(shield=True):
+                    await self._db.execute("COMMIT")
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                with anyio.CancelScope(shield=True):
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
                 raise
-            await self._db.execute("COMMIT")
             self._commits += 1
 
     @asynccontextmanager

@@ -10,12 +10,16 @@ and the same script serves an in-process `ScriptedModel` and the HTTP `ModelServ
     classroom = Classroom()
     models = classroom.models()                         # name → ScriptedModel, for build_server
     with ModelServer(classroom.reply_to_request): ...   # the same, over real HTTP
+
+`models(before=hook)` awaits `hook(step, problem, text)` before each answer — `step` is one of
+student, solve, summarise, critique, compress and `problem` the index `i` of `problems(n)[i]`
+the request is about — so a test can delay, block, fail or interrupt any one call.
 """
 
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ted.llm.base import Message, OutputSchema
 from ted.llm.scripted import ScriptedModel
@@ -30,6 +34,20 @@ LESSONS = {
     "addition": "For addition, line up the units before carrying.",
 }
 _QUESTION = re.compile(r"What is (\d+) ([-+*]) (\d+)\?")
+_STEPS = ((COMPRESS_SYSTEM, "compress"), (CRITIQUE_SYSTEM, "critique"), (SUMMARISE_SYSTEM, "summarise"),
+          (TEACHER_SOLVE_SYSTEM, "solve"))  # fmt: skip
+Hook = Callable[[str, int | None, str], Awaitable[None]]
+
+
+def step_of(text: str) -> str:
+    """Which request a whole request text is: student, solve, summarise, critique or compress."""
+    return next((name for marker, name in _STEPS if marker in text), "student")
+
+
+def problem_of(text: str) -> int | None:
+    """The index i of the `problems(n)[i]` a request is about (it asks about 12 + 7i), if any."""
+    found = _QUESTION.search(text.split("## Task", 1)[-1])
+    return None if found is None else (int(found.group(1)) - 12) // 7
 
 
 def problems(n: int, *, skills: str = "+-*") -> list[dict]:
@@ -90,13 +108,17 @@ class Classroom:
         """The `ModelServer` script."""
         return self.reply(request.prompt)
 
-    def model(self, name: str) -> ScriptedModel:
-        def answer(messages: list[Message], system: str | None, output: OutputSchema | None) -> str:
-            return self.reply("\n".join([system or "", *(m.text for m in messages)]))
+    def model(self, name: str, before: Hook | None = None) -> ScriptedModel:
+        async def answer(messages: list[Message], system: str | None, output: OutputSchema | None) -> str:
+            text = "\n".join([system or "", *(m.text for m in messages)])
+            if before is not None:
+                await before(step_of(text), problem_of(text), text)
+            return self.reply(text)
 
         return ScriptedModel(answer, name=name)
 
-    def models(self) -> Callable[[str], ScriptedModel]:
-        """A `models` resolver for `build_server` and `run_job`: the same classroom under any name."""
+    def models(self, before: Hook | None = None) -> Callable[[str], ScriptedModel]:
+        """A `models` resolver for `build_server` and `run_job`: the same classroom under any name,
+        each name one model (so its `calls` count), with `before` awaited ahead of every answer."""
         cache: dict[str, ScriptedModel] = {}
-        return lambda name: cache.setdefault(name, self.model(name))
+        return lambda name: cache.setdefault(name, self.model(name, before))

@@ -184,8 +184,11 @@ class ModelServer:
 
     def start(self) -> Self:
         # Binding the socket ourselves, to port 0, gets a free port with no race between
-        # picking a port and listening on it.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # picking a port and listening on it. The protocol is named because asyncio sets
+        # TCP_NODELAY only on connections whose socket says IPPROTO_TCP: with proto 0, every
+        # answer on a kept-alive connection waited ~40 ms (Nagle's algorithm against the
+        # client's delayed ACK), which a latency benchmark would have counted as the loop's.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"

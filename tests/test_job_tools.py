@@ -1,0 +1,223 @@
+"""distill_batch, get_job, cancel_job and the ted://jobs/{id} resource through the SDK's in-memory
+Client, in both protocol eras, with the classroom's student and teacher as the server's models
+and a real SQLite file. A gate on the student keeps a job in flight until the test lets it go,
+so nothing here depends on how fast anything runs."""
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+
+import anyio
+import pytest
+from conftest import dump_database
+from mcp import Client
+from ted_server import build_server
+
+from ted import jobs
+from ted.datasets import dataset_from_items
+from ted.jobs import DistillParams
+from ted.store import Store
+from ted.testing.classroom import Classroom, problems
+
+pytestmark = pytest.mark.anyio
+
+START = {"dataset": problems(6), "library": "arith", "student": "scripted:student", "teacher": "scripted:teacher",
+         "epochs": 2, "rollouts": 2, "concurrency": 3}  # fmt: skip
+
+
+@pytest.fixture(params=["auto", "legacy"])
+def mode(request) -> str:
+    return request.param
+
+
+class Gate:
+    """A `before` hook for the classroom: every student call waits until the gate is open."""
+
+    def __init__(self):
+        self.opened = anyio.Event()
+
+    async def __call__(self, step: str, problem: int | None, text: str) -> None:
+        if step == "student":
+            await self.opened.wait()
+
+
+def connect(db_path, mode: str = "auto", before=None) -> Client:
+    return Client(build_server(db_path, models=Classroom().models(before)), mode=mode, raise_exceptions=False)
+
+
+async def call(client: Client, name: str, args: dict, **kw) -> dict:
+    result = await client.call_tool(name, args, **kw)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+async def error(client: Client, name: str, args: dict) -> str:
+    result = await client.call_tool(name, args)
+    assert result.is_error, result.structured_content
+    return result.content[0].text
+
+
+def job_rows(db_path) -> list[tuple]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT id, state, owner FROM jobs").fetchall()
+
+
+async def test_distill_batch_starts_a_job_that_get_job_follows_with_progress(db_path, mode):
+    gate = Gate()
+    async with connect(db_path, mode, gate) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert tools["get_job"].annotations.read_only_hint and tools["cancel_job"].annotations.destructive_hint
+
+        started = await call(client, "distill_batch", START)
+        job, job_id = started["job"], started["job"]["id"]
+        # It returned while the student is held at the gate: the job is only under way.
+        assert started["started"] and job_id.startswith("job-")
+        assert (job["state"] in ("queued", "running"), job["problems_done"], job["finished"]) == (True, 0, False)
+        assert (job["problems_total"], job["params"]["epochs"], job["start_version"]) == (6, 2, 0)
+        assert started["estimate"]["student_calls"] == 6 * 2 * 2
+        assert started["estimate"]["teacher_calls"] >= 6 + 2 * 6 * 2
+
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append((done, total, message))
+            gate.opened.set()  # the first notification says get_job is waiting: let the job run
+
+        done = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60},
+                          progress_callback=on_progress)  # fmt: skip
+        assert (done["state"], done["finished"], done["error"], done["problems_done"]) == ("done", True, None, 12)
+        assert done["library_version"] >= 1 and done["cost"]["calls"] > 6 * 2 * 2
+        assert [e["attempts"] for e in done["epochs"]] == [12, 12]
+        assert progress[0] == (0, 12, "epoch 1/2, library v0, running")
+        assert progress[-1][0] == 12 and progress[-1][2].endswith(", done") and "epoch 2/2" in progress[-1][2]
+        assert [p[0] for p in progress] == sorted(p[0] for p in progress) and {p[1] for p in progress} == {12}
+
+        # Waiting on a finished job returns at once, without notifications.
+        notified = len(progress)
+        again = await call(client, "get_job", {"job_id": job_id, "wait": True}, progress_callback=on_progress)
+        assert again["state"] == "done" and len(progress) == notified
+        resource = json.loads((await client.read_resource(f"ted://jobs/{job_id}")).contents[0].text)
+        assert (resource["id"], resource["state"], resource["problems_done"]) == (job_id, "done", 12)
+        experiences = await call(client, "get_experiences", {"library": "arith"})
+        assert [i["text"].split(",")[0] for i in experiences["items"]] == ["For subtraction", "For multiplication"]
+
+
+async def test_get_job_without_wait_and_a_timeout(db_path):
+    gate = Gate()  # never opened: the job stays at its first batch
+    async with connect(db_path, before=gate) as client:
+        job_id = (await call(client, "distill_batch", START))["job"]["id"]
+        now = await call(client, "get_job", {"job_id": job_id})
+        assert (now["finished"], now["problems_done"], now["epochs"]) == (False, 0, [])
+        waited = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 0.2})
+        assert waited["state"] == "running" and waited["problems_done"] == 0
+        cancelled = await call(client, "cancel_job", {"job_id": job_id})
+        assert cancelled["state"] == "cancelled"
+
+
+async def test_cancel_job_stops_a_job_in_flight(db_path, mode):
+    gate = Gate()
+    async with connect(db_path, mode, gate) as client:
+        job_id = (await call(client, "distill_batch", START))["job"]["id"]
+        cancelled = await call(client, "cancel_job", {"job_id": job_id})
+        assert (cancelled["state"], cancelled["finished"], cancelled["problems_done"]) == ("cancelled", True, 0)
+        assert "not applied" in cancelled["error"]
+        history = json.loads((await client.read_resource("ted://libraries/arith/history")).contents[0].text)
+        assert [v["kind"] for v in history] == ["create"]  # the batch in flight left nothing
+        # Cancelling again is harmless; resuming a cancelled job is refused.
+        assert (await call(client, "cancel_job", {"job_id": job_id}))["state"] == "cancelled"
+        assert "is cancelled; start a new job" in await error(client, "distill_batch", {"resume": job_id})
+
+
+async def test_estimate_only_starts_nothing(db_path, mode):
+    async with connect(db_path, mode) as client:
+        before = dump_database(db_path)
+        reply = await call(client, "distill_batch", {**START, "estimate_only": True, "library": "fresh"})
+        assert (reply["started"], reply["job"]) == (False, None)
+        assert reply["estimate"]["problems"] == 6 and reply["estimate"]["student_calls"] == 24
+        assert dump_database(db_path) == before  # not even the library was created
+
+
+NO_DATASET = {k: v for k, v in START.items() if k != "dataset"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [({**START, "dataset": "/nowhere/train.jsonl"}, "/nowhere/train.jsonl"),
+     ({**START, "dataset": [{"id": "a", "question": "What is 1 + 1?", "answer": "2"}, {"id": "b", "question": "?"}]},
+      "items[1]"),
+     ({**START, "dataset": []}, "no problems"),
+     (NO_DATASET, "Give a dataset"),
+     ({**START, "epochs": 0}, "epochs"),
+     ({**START, "rollouts": 65}, "rollouts"),
+     ({"resume": "job-nope"}, "There is no job 'job-nope'"),
+     ({**START, "max_cost_usd": 1.0, "student": "local:qwen"}, "local:qwen has none")],
+    ids=["missing file", "bad item", "empty", "no dataset", "epochs", "rollouts", "unknown job", "unpriced cap"],
+)  # fmt: skip
+async def test_bad_arguments_are_tool_errors_and_start_nothing(db_path, arguments, says):
+    async with connect(db_path) as client:
+        before = dump_database(db_path)
+        assert says in await error(client, "distill_batch", arguments)
+        assert dump_database(db_path) == before
+
+
+async def test_unknown_jobs(db_path, mode):
+    async with connect(db_path, mode) as client:
+        for tool in ("get_job", "cancel_job"):
+            assert "There is no job 'job-nope'" in await error(client, tool, {"job_id": "job-nope"})
+        with pytest.raises(Exception, match="There is no job 'job-nope'"):
+            await client.read_resource("ted://jobs/job-nope")
+    assert job_rows(db_path) == []
+
+
+async def test_a_missing_key_names_its_variable_and_creates_no_job(db_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)  # checked before any cached model is looked up
+    async with Client(build_server(db_path), raise_exceptions=False) as client:  # the real provider registry
+        before = dump_database(db_path)
+        says = await error(client, "distill_batch", {**START, "student": "anthropic:claude-sonnet-4-5"})
+        assert "ANTHROPIC_API_KEY" in says
+        assert dump_database(db_path) == before and job_rows(db_path) == []
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped), so none by that number exists."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+async def test_a_job_whose_owner_died_resumes_when_a_server_starts(db_path, mode):
+    async with Store.open(db_path) as store:
+        data = await dataset_from_items(problems(6))
+        params = DistillParams(library="arith", student="scripted:student", teacher="scripted:teacher",
+                               epochs=1, rollouts=2, concurrency=3)  # fmt: skip
+        orphan = await jobs.create(store, params, data.problems, "inline")
+        await jobs.claim(store, orphan.id, f"{socket.gethostname()}:{dead_pid()}")  # lease still valid
+        elsewhere = await jobs.create(store, params, data.problems, "inline")
+        await jobs.claim(store, elsewhere.id, "another-host:4242")  # alive, as far as anyone here can tell
+
+    async with connect(db_path, mode) as client:
+        done = await call(client, "get_job", {"job_id": orphan.id, "wait": True, "timeout": 60})
+        assert (done["state"], done["problems_done"], done["owner"]) == ("done", 6, None)
+        other = await call(client, "get_job", {"job_id": elsewhere.id})
+        assert (other["state"], other["owner"], other["problems_done"]) == ("running", "another-host:4242", 0)
+        says = await error(client, "distill_batch", {"resume": elsewhere.id})
+        assert "running in another process (another-host:4242)" in says
+        # Cancelling a job another process runs asks that process to stop it.
+        asked = await call(client, "cancel_job", {"job_id": elsewhere.id})
+        assert (asked["state"], asked["cancel_requested"]) == ("running", True)
+
+
+async def test_a_stopped_job_resumes_through_the_tool_with_a_higher_cap(db_path, mode):
+    async with connect(db_path, mode) as client:
+        job_id = (await call(client, "distill_batch", {**START, "max_tokens": 3000}))["job"]["id"]
+        stopped = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60})
+        assert stopped["state"] == "stopped" and "token cap of 3,000" in stopped["error"]
+        assert 0 < stopped["problems_done"] < 12
+
+        resumed = await call(client, "distill_batch", {"resume": job_id, "max_tokens": 10**9})
+        assert resumed["started"] and resumed["job"]["params"]["max_tokens"] == 10**9
+        done = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60})
+        assert (done["state"], done["error"], done["problems_done"]) == ("done", None, 12)
+        assert "is done; start a new job" in await error(client, "distill_batch", {"resume": job_id})
