@@ -27,6 +27,7 @@ from ted import library as lib
 from ted.compression import CompressionResult
 from ted.compression import compress_library as compress
 from ted.critique import CritiqueResult, critique_task
+from ted.database import default_db_path
 from ted.datasets import dataset_from_items, load_dataset
 from ted.distill import Estimate, estimate
 from ted.errors import InvalidInput, TedError
@@ -52,7 +53,7 @@ from ted.models import (
     library_name,
 )
 from ted.prompts import SERVER_INSTRUCTIONS, solve_prompt
-from ted.store import Store, default_db_path
+from ted.store import Store
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)

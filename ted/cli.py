@@ -34,11 +34,12 @@ from rich.text import Text
 from ted import library as lib
 from ted import transfer
 from ted.cli_runs import add_commands
+from ted.database import default_db_path
 from ted.errors import InvalidInput, TedError
 from ted.ledger import Ledger
 from ted.llm.registry import split_name
 from ted.models import ChangeResult, LibraryList, library_name
-from ted.store import Store, default_db_path
+from ted.store import Store
 
 
 async def libraries(store: Store, args: argparse.Namespace, out: Console) -> None:

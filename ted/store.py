@@ -13,7 +13,6 @@ microseconds on the event loop, and it changes whenever any connection, in any p
 
 import asyncio
 import json
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -23,16 +22,13 @@ from typing import Any
 
 import aiosqlite
 import anyio
-import platformdirs
 from pydantic import ValidationError
 
-from ted.errors import Conflict, InvalidInput, NotFound, StoreError
-from ted.migrations import MIGRATIONS
+from ted.database import connect, default_db_path, open_probe
+from ted.errors import Conflict, InvalidInput, NotFound
 from ted.models import (
-    AddOp,
     AttemptRecord,
     ChangeResult,
-    DeleteOp,
     Experience,
     ExperienceItem,
     ExperiencePrompt,
@@ -40,17 +36,14 @@ from ted.models import (
     LibraryState,
     LibrarySummary,
     LibraryVersion,
-    MergeOp,
     Operation,
-    RestoreOp,
-    RewriteOp,
     SnapshotItem,
     VersionKind,
 )
+from ted.operations import OperationWriter
 from ted.prompts import experience_prompt
 from ted.tokens import count_tokens
 
-BUSY_TIMEOUT_MS = 30_000
 MAX_CACHED_PROMPTS = 64
 
 # One statement, one trip to aiosqlite's thread: the library and its active lessons. A library
@@ -61,31 +54,6 @@ _PROMPT_SQL = (
     " LEFT JOIN experiences e ON e.library_id = l.id AND e.state = 'active'"
     " WHERE l.name = ? ORDER BY e.ordinal"
 )
-
-
-def default_db_path() -> Path:
-    """`TED_DB` if set, else `ted.db` in the user's data directory."""
-    if env := os.environ.get("TED_DB"):
-        return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir("ted-mcp")) / "ted.db"
-
-
-def _open_probe(path: Path) -> sqlite3.Connection | None:
-    """A read-only connection that only asks `PRAGMA data_version`; None if it cannot open.
-
-    Timeout 0: the probe runs on the event loop, so it must never wait on a lock; when busy,
-    the caller reads the tables as if there were no cache.
-    """
-    try:
-        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0, isolation_level=None)
-    except (sqlite3.Error, ValueError):
-        return None  # e.g. ":memory:", which has no file to open twice
-    try:
-        probe.execute("PRAGMA data_version").fetchall()
-    except sqlite3.Error:
-        probe.close()
-        return None
-    return probe
 
 
 def _now() -> str:
@@ -113,49 +81,15 @@ class Store:
     @asynccontextmanager
     async def open(cls, path: Path | str | None = None) -> AsyncIterator["Store"]:
         path = Path(path) if path is not None else default_db_path()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"Cannot open the database {path}: {e}. Set TED_DB to a writable file path.") from e
-        db.row_factory = sqlite3.Row
+        db = await connect(path)
         store = cls(db, path)
         try:
-            await store._prepare()
-            store._probe = _open_probe(path)
+            store._probe = open_probe(path)
             yield store
         finally:
             if store._probe is not None:
                 store._probe.close()
             await db.close()
-
-    async def _prepare(self) -> None:
-        try:
-            # The busy timeout first: switching to WAL needs a lock another process may hold.
-            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = NORMAL")
-            await self._db.execute("PRAGMA foreign_keys = ON")
-            async with self.transaction() as db:
-                await db.execute(
-                    "CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                    " applied_at TEXT NOT NULL)"
-                )
-                applied = {row[0] async for row in await db.execute("SELECT number FROM migrations")}
-                if applied and max(applied) > len(MIGRATIONS):
-                    raise StoreError(
-                        f"The database {self.path} was written by a newer ted-mcp (schema {max(applied)}); "
-                        "upgrade ted-mcp or point TED_DB at another file."
-                    )
-                for number, (name, sql) in enumerate(MIGRATIONS, start=1):
-                    if number not in applied:
-                        for statement in filter(str.strip, sql.split(";")):
-                            await db.execute(statement)
-                        await db.execute(
-                            "INSERT INTO migrations (number, name, applied_at) VALUES (?, ?, ?)", (number, name, _now())
-                        )
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path} is not a usable ted-mcp database: {e}.") from e
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -435,77 +369,9 @@ class Store:
                     "change was being prepared; nothing was applied. Run it again."
                 )
             version = library["version"] + 1
-            next_number = library["next_experience"]
             active = {e.id for e in await self._experiences(db, library["id"], active_only=True)}
-            encoding = _settings(library).encoding
-            applied: list[Operation] = []
-
-            async def insert(text: str, provenance: dict[str, Any], usage=0, helpful=0, harmful=0) -> str:
-                nonlocal next_number
-                new_id = f"E{next_number}"
-                await db.execute(
-                    "INSERT INTO experiences (library_id, id, ordinal, text, tokens, usage_count, helpful_count,"
-                    " harmful_count, provenance, created_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (library["id"], new_id, next_number, text, count_tokens(text, encoding),
-                     usage, helpful, harmful, json.dumps(provenance), version),
-                )  # fmt: skip
-                active.add(new_id)  # later operations of this call may refer to it
-                next_number += 1
-                return new_id
-
-            def require_active(index: int, op: Operation, id_: str) -> None:
-                if id_ not in active:
-                    raise InvalidInput(
-                        f"Operation {index} ({op.op} {id_}) refers to {id_}, which is not an active experience of "
-                        f"library {name!r}; active ids: {', '.join(sorted(active, key=_number)) or 'none'}."
-                    )
-
-            for index, op in enumerate(operations, start=1):
-                match op:
-                    case AddOp():
-                        new_id = await insert(op.text, op.provenance, op.usage_count, op.helpful_count, op.harmful_count)
-                        applied.append(op.model_copy(update={"id": new_id}))
-                    case RewriteOp():
-                        require_active(index, op, op.id)
-                        await db.execute(
-                            "UPDATE experiences SET text = ?, tokens = ? WHERE library_id = ? AND id = ?",
-                            (op.text, count_tokens(op.text, encoding), library["id"], op.id),
-                        )
-                        applied.append(op)
-                    case DeleteOp():
-                        require_active(index, op, op.id)
-                        await _retire(db, library["id"], [op.id], merged_into=None)
-                        active.discard(op.id)
-                        applied.append(op)
-                    case MergeOp():
-                        if len(set(op.ids)) != len(op.ids):
-                            raise InvalidInput(f"Operation {index} (merge) lists an id twice: {op.ids}.")
-                        for id_ in op.ids:
-                            require_active(index, op, id_)
-                        marks = ",".join("?" * len(op.ids))
-                        async with db.execute(
-                            f"SELECT sum(usage_count), sum(helpful_count), sum(harmful_count) FROM experiences"
-                            f" WHERE library_id = ? AND id IN ({marks})",
-                            (library["id"], *op.ids),
-                        ) as cursor:
-                            usage, helpful, harmful = await cursor.fetchone()
-                        new_id = await insert(op.text, {"merged_from": op.ids}, usage, helpful, harmful)
-                        await _retire(db, library["id"], op.ids, merged_into=new_id)
-                        active.difference_update(op.ids)
-                        applied.append(op.model_copy(update={"into": new_id}))
-                    case RestoreOp():
-                        if op.id in active:
-                            raise InvalidInput(f"Operation {index} (restore {op.id}): {op.id} is already active.")
-                        cursor = await db.execute(
-                            "UPDATE experiences SET state = 'active', merged_into = NULL, text = ?, tokens = ?"
-                            " WHERE library_id = ? AND id = ?",
-                            (op.text, count_tokens(op.text, encoding), library["id"], op.id),
-                        )
-                        if cursor.rowcount == 0:
-                            raise InvalidInput(f"Operation {index} (restore {op.id}): library {name!r} has no {op.id}.")
-                        active.add(op.id)
-                        applied.append(op)
-
+            writer = OperationWriter(db, library, active, version)
+            applied = await writer.apply(operations)
             items = await self._experiences(db, library["id"], active_only=True)
             snapshot = [SnapshotItem(id=e.id, text=e.text) for e in items]
             now = _now()
@@ -516,12 +382,12 @@ class Store:
             )
             await db.execute(
                 "UPDATE libraries SET version = ?, next_experience = ?, updated_at = ? WHERE id = ?",
-                (version, next_number, now, library["id"]),
+                (version, writer.next_number, now, library["id"]),
             )
             if also is not None:
                 await also(db, version)
             library = await self._library_row(db, name)
-        text, tokens = self._prompt(library, items)
+        _, tokens = self._prompt(library, items)
         settings = _settings(library)
         return ChangeResult(
             library=name,
@@ -577,13 +443,6 @@ class Store:
         }
 
 
-async def _retire(db: aiosqlite.Connection, library_id: int, ids: Sequence[str], merged_into: str | None) -> None:
-    await db.executemany(
-        "UPDATE experiences SET state = 'retired', merged_into = ? WHERE library_id = ? AND id = ?",
-        [(merged_into, library_id, id_) for id_ in ids],
-    )
-
-
 async def _resolve(db: aiosqlite.Connection, library_id: int, id_: str) -> str | None:
     """The active experience an id stands for now, following merges; None if there is none."""
     seen = set()
@@ -603,10 +462,6 @@ async def _resolve(db: aiosqlite.Connection, library_id: int, id_: str) -> str |
     return None
 
 
-def _number(id_: str) -> int:
-    return int(id_[1:])
-
-
 def _settings(library: sqlite3.Row) -> LibrarySettings:
     return LibrarySettings.model_validate_json(library["settings"])
 
@@ -617,6 +472,7 @@ def _attempt(row: sqlite3.Row) -> AttemptRecord:
 
 
 def _experience(row: sqlite3.Row) -> Experience:
+    # sqlite3.Row iterates its values, not its keys: `.keys()` is needed here.
     return Experience(**{k: row[k] for k in row.keys() if k not in ("library_id", "ordinal", "provenance")},
                       provenance=json.loads(row["provenance"]))  # fmt: skip
 

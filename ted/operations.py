@@ -1,0 +1,106 @@
+"""Writing a version's operations into the experiences table, inside the caller's transaction.
+
+Each operation is checked against the library as the earlier operations of the same call left
+it, so a call that merges E2 and E3 and then rewrites E3 fails on the rewrite, naming it, and
+the caller's transaction rolls the whole call back. New lessons get the next number: ids are
+never reused, so a citation always means the lesson it meant (or the one it was merged into).
+"""
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from ted.errors import InvalidInput
+from ted.models import AddOp, DeleteOp, LibrarySettings, MergeOp, Operation, RestoreOp, RewriteOp
+from ted.tokens import count_tokens
+
+
+class OperationWriter:
+    def __init__(self, db: aiosqlite.Connection, library: sqlite3.Row, active: set[str], version: int):
+        self.db, self.library, self.active, self.version = db, library, active, version
+        self.next_number: int = library["next_experience"]
+        self.encoding = LibrarySettings.model_validate_json(library["settings"]).encoding
+
+    async def apply(self, operations: Sequence[Operation]) -> list[Operation]:
+        """Write the operations in order; returns them with the ids they were given."""
+        db, library_id = self.db, self.library["id"]
+        applied: list[Operation] = []
+        for index, op in enumerate(operations, start=1):
+            match op:
+                case AddOp():
+                    new_id = await self._insert(op.text, op.provenance, op.usage_count, op.helpful_count,
+                                                op.harmful_count)  # fmt: skip
+                    applied.append(op.model_copy(update={"id": new_id}))
+                case RewriteOp():
+                    self._require_active(index, op, op.id)
+                    await db.execute(
+                        "UPDATE experiences SET text = ?, tokens = ? WHERE library_id = ? AND id = ?",
+                        (op.text, count_tokens(op.text, self.encoding), library_id, op.id),
+                    )
+                    applied.append(op)
+                case DeleteOp():
+                    self._require_active(index, op, op.id)
+                    await retire(db, library_id, [op.id], merged_into=None)
+                    self.active.discard(op.id)
+                    applied.append(op)
+                case MergeOp():
+                    if len(set(op.ids)) != len(op.ids):
+                        raise InvalidInput(f"Operation {index} (merge) lists an id twice: {op.ids}.")
+                    for id_ in op.ids:
+                        self._require_active(index, op, id_)
+                    marks = ",".join("?" * len(op.ids))
+                    async with db.execute(
+                        f"SELECT sum(usage_count), sum(helpful_count), sum(harmful_count) FROM experiences"
+                        f" WHERE library_id = ? AND id IN ({marks})",
+                        (library_id, *op.ids),
+                    ) as cursor:
+                        usage, helpful, harmful = await cursor.fetchone()
+                    new_id = await self._insert(op.text, {"merged_from": op.ids}, usage, helpful, harmful)
+                    await retire(db, library_id, op.ids, merged_into=new_id)
+                    self.active.difference_update(op.ids)
+                    applied.append(op.model_copy(update={"into": new_id}))
+                case RestoreOp():
+                    if op.id in self.active:
+                        raise InvalidInput(f"Operation {index} (restore {op.id}): {op.id} is already active.")
+                    cursor = await db.execute(
+                        "UPDATE experiences SET state = 'active', merged_into = NULL, text = ?, tokens = ?"
+                        " WHERE library_id = ? AND id = ?",
+                        (op.text, count_tokens(op.text, self.encoding), library_id, op.id),
+                    )
+                    if cursor.rowcount == 0:
+                        raise InvalidInput(
+                            f"Operation {index} (restore {op.id}): library {self.library['name']!r} has no {op.id}."
+                        )
+                    self.active.add(op.id)
+                    applied.append(op)
+        return applied
+
+    async def _insert(self, text: str, provenance: dict[str, Any], usage=0, helpful=0, harmful=0) -> str:
+        new_id = f"E{self.next_number}"
+        await self.db.execute(
+            "INSERT INTO experiences (library_id, id, ordinal, text, tokens, usage_count, helpful_count,"
+            " harmful_count, provenance, created_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.library["id"], new_id, self.next_number, text, count_tokens(text, self.encoding),
+             usage, helpful, harmful, json.dumps(provenance), self.version),
+        )  # fmt: skip
+        self.active.add(new_id)  # later operations of this call may refer to it
+        self.next_number += 1
+        return new_id
+
+    def _require_active(self, index: int, op: Operation, id_: str) -> None:
+        if id_ not in self.active:
+            active = ", ".join(sorted(self.active, key=lambda i: int(i[1:]))) or "none"
+            raise InvalidInput(
+                f"Operation {index} ({op.op} {id_}) refers to {id_}, which is not an active experience of "
+                f"library {self.library['name']!r}; active ids: {active}."
+            )
+
+
+async def retire(db: aiosqlite.Connection, library_id: int, ids: Sequence[str], merged_into: str | None) -> None:
+    await db.executemany(
+        "UPDATE experiences SET state = 'retired', merged_into = ? WHERE library_id = ? AND id = ?",
+        [(merged_into, library_id, id_) for id_ in ids],
+    )
