@@ -378,3 +378,18 @@ def test_models_are_cached_per_name_and_settings(monkeypatch):
     assert first.max_tokens_param == "max_completion_tokens"
     assert isinstance(get_model("scripted:anything"), ScriptedModel)
     assert get_model("scripted:anything") is not get_model("scripted:anything")
+
+
+def test_the_environment_tunes_retries_timeout_and_concurrency(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("TED_MODEL_MAX_CONCURRENCY", "40")
+    monkeypatch.setenv("TED_MODEL_TIMEOUT", "12.5")
+    monkeypatch.setenv("TED_MODEL_MAX_RETRIES", "0")
+    settings = get_model("openai:gpt-x").settings
+    assert (settings.max_concurrency, settings.timeout, settings.max_retries) == (40, 12.5, 0)
+    # Settings passed in code are taken as they are.
+    assert get_model("openai:gpt-x", ModelSettings()).settings.max_concurrency == 8
+
+    monkeypatch.setenv("TED_MODEL_MAX_CONCURRENCY", "none")
+    with pytest.raises(ConfigError, match="TED_MODEL_MAX_CONCURRENCY='none'"):
+        get_model("openai:gpt-x")

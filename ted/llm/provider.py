@@ -8,12 +8,13 @@ rate-limited should not be offered more concurrent calls while it backs off.
 
 import asyncio
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ted.errors import ConfigError, ModelError
 from ted.llm.base import Completion, Message, OutputSchema
@@ -39,6 +40,25 @@ class ModelSettings(BaseModel):
         "`json_object` (OpenAI response_format), `prompt` (the schema in the system prompt, for servers that "
         "support none of these); `auto` picks tool use for Anthropic and json_schema otherwise.",
     )
+
+    @classmethod
+    def from_env(cls) -> "ModelSettings":
+        """Defaults, overridden by TED_MODEL_TIMEOUT, TED_MODEL_MAX_RETRIES, TED_MODEL_MAX_CONCURRENCY and
+        TED_STRUCTURED_OUTPUT: how a server or CLI user tunes every model without code."""
+        given = {field: os.environ[var] for field, var in ENV_SETTINGS.items() if os.environ.get(var)}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as e:
+            error = e.errors()[0]
+            raise ConfigError(f"{ENV_SETTINGS[error['loc'][0]]}={given[error['loc'][0]]!r}: {error['msg']}.") from None
+
+
+ENV_SETTINGS = {
+    "timeout": "TED_MODEL_TIMEOUT",
+    "max_retries": "TED_MODEL_MAX_RETRIES",
+    "max_concurrency": "TED_MODEL_MAX_CONCURRENCY",
+    "structured_output": "TED_STRUCTURED_OUTPUT",
+}
 
 
 def schema_instructions(output: OutputSchema) -> str:

@@ -57,7 +57,7 @@ def get_model(name: str, settings: ModelSettings | None = None) -> Model:
     """The model called `name` (`provider:model`). Raises ConfigError naming what to set."""
     provider_name, model_id = split_name(name)
     provider = PROVIDERS[ALIASES.get(provider_name, provider_name)]
-    settings = settings or ModelSettings()
+    settings = settings or ModelSettings.from_env()
     if provider_name == "scripted":
         from ted.llm.scripted import ScriptedModel
 
