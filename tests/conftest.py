@@ -1,15 +1,19 @@
 """Shared fixtures: a real on-disk SQLite file per test, the server bound to it, and
 real MCP clients. Async tests run on anyio's pytest plugin with the asyncio backend."""
 
+import os
 import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from mcp import Client
-
 from ted_server import build_server
 
 
@@ -56,3 +60,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def http_server(db_path: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """The installed `ted-mcp --transport http` on a free port; yields its /mcp URL once it listens.
+
+    `env` is the server's whole environment (default: this process's).
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [installed_command("ted-mcp"), "--transport", "http", "--port", str(port), "--db", str(db_path), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(env if env is not None else os.environ),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "ted-mcp did not start listening within 30 s"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

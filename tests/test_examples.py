@@ -9,14 +9,10 @@ import shlex
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx2
 import pytest
-from conftest import free_port, installed_command
+from conftest import http_server, installed_command
 from mcp import Client, StdioServerParameters
 
 from ted import cli as ted_cli
@@ -261,33 +257,10 @@ def test_distill_client_follows_a_job_to_the_end(model_server, problems_file, db
     assert query(db_path, "SELECT count(*) FROM model_calls WHERE job_id = ? AND role = 'student'", job_id) == [(24,)]
 
 
-@contextmanager
-def http_server(db: Path, env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [installed_command("ted-mcp"), "--transport", "http", "--port", str(port), "--db", str(db)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "ted-mcp did not start listening within 30 s"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.mark.slow
 def test_distill_client_cancels_over_http(model_server, problems_file, db_path):
     env = example_env(model_server, db_path)
-    with http_server(db_path, env) as url:
+    with http_server(db_path, env=env) as url:
         # 50 epochs: far more than the job can do before the cancel gets through.
         out = run_example(
             "distill_client.py",

@@ -9,16 +9,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import free_port, installed_command
+from conftest import http_server, installed_command
 
 from ted import library as lib
 from ted.store import Store
@@ -117,35 +113,10 @@ def test_inspector_sees_a_refused_argument_as_a_tool_error(tmp_path, db_path):
     assert "^[a-z0-9_-]{1,64}$" in result["content"][0]["text"]
 
 
-@contextmanager
-def http_server(db_path: Path, token: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [installed_command("ted-mcp"), "--transport", "http", "--port", str(port), "--db", str(db_path)],
-        env={**os.environ, "TED_HTTP_TOKEN": token},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "ted-mcp did not start listening within 30 s"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def test_inspector_over_http_with_the_bearer_header(tmp_path, db_path):
     """The header form examples/claude_code.md gives Claude Code, sent by another client."""
     seed(db_path, "units", LESSON)
-    with http_server(db_path, "s3cret-token") as url:
+    with http_server(db_path, env={**os.environ, "TED_HTTP_TOKEN": "s3cret-token"}) as url:
         result = inspector_cli(
             tmp_path, None, "--server-url", url, "--header", "Authorization: Bearer s3cret-token",
             "--method", "tools/call", "--tool-name", "get_experiences", "--tool-arg", "library=units",

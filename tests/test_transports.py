@@ -2,16 +2,13 @@
 
 import os
 import subprocess
-import time
-from contextlib import contextmanager
 
 import httpx2
 import pytest
+from conftest import free_port, http_server, installed_command
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-
-from conftest import free_port, installed_command
 
 pytestmark = pytest.mark.anyio
 
@@ -52,31 +49,6 @@ async def test_stdio_uses_ted_db_and_logs_the_path(tmp_path):
     assert db.exists()
 
 
-@contextmanager
-def http_server(db_path, *extra: str, env=None):
-    port = free_port()
-    proc = subprocess.Popen(
-        [installed_command("ted-mcp"), "--transport", "http", "--port", str(port), "--db", str(db_path), *extra],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "ted-mcp did not start listening within 30 s"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_streamable_http_on_loopback(db_path, mode):
     with http_server(db_path) as url:
@@ -95,7 +67,7 @@ def test_non_loopback_bind_without_token_refuses_to_start(db_path):
 
 
 async def test_non_loopback_bind_requires_the_bearer_token(db_path):
-    with http_server(db_path, "--host", "0.0.0.0", env={"TED_HTTP_TOKEN": "s3cret"}) as url:
+    with http_server(db_path, "--host", "0.0.0.0", env={**os.environ, "TED_HTTP_TOKEN": "s3cret"}) as url:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             response = httpx2.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=headers)
             assert response.status_code == 401
