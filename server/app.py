@@ -66,19 +66,12 @@ TEACHER_DESTRUCTIVE = ToolAnnotations(
 
 
 @contextmanager
-def tool_errors() -> Iterator[None]:
+def reported_as(error: type[Exception]) -> Iterator[None]:
+    """A TedError inside becomes `error` (a tool or resource error) with the same message."""
     try:
         yield
     except TedError as e:
-        raise ToolError(str(e)) from e
-
-
-@contextmanager
-def resource_errors() -> Iterator[None]:
-    try:
-        yield
-    except TedError as e:
-        raise ResourceError(str(e)) from e
+        raise error(str(e)) from e
 
 
 @dataclass
@@ -154,7 +147,7 @@ def build_server(
         has been learned yet), the items with their ids and usage counts, the library version,
         its token count and budget. Cite a lesson as [E3] when you apply it.
         """
-        with tool_errors():
+        with reported_as(ToolError):
             prompt = await lib.get_experiences(_store(ctx), library, task)
         # The text block mirrors the structured content as compact JSON: the SDK's default
         # (indented) nearly doubles the reply of the call every agent makes before every task.
@@ -183,7 +176,7 @@ def build_server(
         `correct` if you learned the outcome. Each cited experience, from `used_experience_ids`
         and from [E#] citations in the trajectory, counts one use. Unknown ids are reported back.
         """
-        with tool_errors():
+        with reported_as(ToolError):
             return await lib.record_attempt(
                 _store(ctx),
                 library=library,
@@ -204,13 +197,13 @@ def build_server(
         Write a general lesson that helps with many tasks of this kind (a reasoning pattern
         that works, or a failure to avoid), never the answer to one task. Makes a new version.
         """
-        with tool_errors():
+        with reported_as(ToolError):
             return await lib.add_experience(_store(ctx), library, text, source="add_experience")
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_libraries(ctx: Context) -> LibraryList:
         """List the experience libraries with their version, size, token count and attempts."""
-        with tool_errors():
+        with reported_as(ToolError):
             return LibraryList(libraries=await _store(ctx).list_libraries())
 
     @mcp.tool(annotations=DESTRUCTIVE)
@@ -223,7 +216,7 @@ def build_server(
 
         History is kept: the rollback is itself a new version, so it can be undone too.
         """
-        with tool_errors():
+        with reported_as(ToolError):
             return await lib.rollback(_store(ctx), library, version)
 
     @mcp.tool(annotations=TEACHER)
@@ -237,7 +230,7 @@ def build_server(
         past its budget. Lessons that copy the attempts or address the agent are rejected.
         """
         ted: Ted = ctx.request_context.lifespan_context
-        with tool_errors():
+        with reported_as(ToolError):
             state = await ted.store.library_state(library)
             return await critique_task(ted.store, ted.ledger, ted.teacher(state), library, task_id)
 
@@ -260,7 +253,7 @@ def build_server(
         rollback_library); with dry_run=true nothing changes.
         """
         ted: Ted = ctx.request_context.lifespan_context
-        with tool_errors():
+        with reported_as(ToolError):
             state = await ted.store.library_state(library)
             teacher = ted.ledger.bind(ted.teacher(state), "compress", library=library) if strategy == "teacher" else None
             return await compress(ted.store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)
@@ -302,7 +295,7 @@ def build_server(
         (calls already paid for are not repeated). The reply carries an estimate of calls and tokens.
         """
         ted: Ted = ctx.request_context.lifespan_context
-        with tool_errors():
+        with reported_as(ToolError):
             if resume is not None:
                 job = await jobs.get(ted.store, resume)
                 for name in (job.params.student, job.params.teacher):
@@ -354,7 +347,7 @@ def build_server(
                 f"library v{status.library_version}, {status.state}",
             )  # fmt: skip
 
-        with tool_errors():
+        with reported_as(ToolError):
             seen = ted.runner.generation(job_id)  # before the read: a change after it is waited for
             status = await jobs.status(ted.store, ted.ledger, job_id)
             if not wait or status.finished:
@@ -377,7 +370,7 @@ def build_server(
         process next looks (cancel_requested is then true and get_job shows it end).
         """
         ted: Ted = ctx.request_context.lifespan_context
-        with tool_errors():
+        with reported_as(ToolError):
             await ted.runner.cancel(job_id)
             return await jobs.status(ted.store, ted.ledger, job_id)
 
@@ -388,7 +381,7 @@ def build_server(
         mime_type="text/markdown",
     )
     async def experience_prompt_resource(library: str, ctx: Context) -> str:
-        with resource_errors():
+        with reported_as(ResourceError):
             return (await lib.get_experiences(_store(ctx), library_name(library))).prompt
 
     @mcp.resource(
@@ -398,7 +391,7 @@ def build_server(
         mime_type="application/json",
     )
     async def history_resource(library: str, ctx: Context) -> str:
-        with resource_errors():
+        with reported_as(ResourceError):
             versions = await _store(ctx).history(library_name(library))
         return "[" + ",".join(v.model_dump_json() for v in versions) + "]"
 
@@ -410,7 +403,7 @@ def build_server(
     )
     async def job_resource(job_id: str, ctx: Context) -> str:
         ted: Ted = ctx.request_context.lifespan_context
-        with resource_errors():
+        with reported_as(ResourceError):
             return (await jobs.status(ted.store, ted.ledger, job_id)).model_dump_json()
 
     @mcp.prompt(title="Solve with experiences")

@@ -14,9 +14,10 @@ written, so a critique can plan its compression before it writes anything.
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
+import aiosqlite
 from pydantic import BaseModel, Field
 
 from ted.errors import ConfigError
@@ -222,13 +223,19 @@ class CompressionPlanned(BaseModel):
             over_budget=after.over_budget,
         )
 
-    async def apply(self, store: Store) -> CompressionResult:
-        """Write the plan as one version; Conflict if the library moved on since `state` was read."""
+    async def apply(
+        self, store: Store, also: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None
+    ) -> CompressionResult:
+        """Write the plan as one version; Conflict if the library moved on since `state` was read.
+
+        `also(db, version)` runs in the same transaction (a job's figures that must match the library).
+        """
         if not self.operations:
             return self.result(dry_run=False)
         applied = await store.apply(
-            self.state.name, self.operations, "compression", self.reason, expected_version=self.state.version
-        )
+            self.state.name, self.operations, "compression", self.reason, expected_version=self.state.version,
+            also=also,
+        )  # fmt: skip
         return self.result(dry_run=False, version=applied.version, operations=applied.operations)
 
 

@@ -21,12 +21,12 @@ solution, the chains — is kept as a cache (paid for, and valid whatever the cr
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
 
 from ted.compression import CompressionResult, Dropped, Simulation, compress_library, plan_compression
+from ted.database import timestamp
 from ted.errors import Conflict, InvalidInput
 from ted.ledger import Ledger
 from ted.library import task_id_for
@@ -72,10 +72,6 @@ class CritiqueResult(BaseModel):
     compression: CompressionResult | None
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 def _clip(text: str) -> str:
     if len(text) <= MAX_TRACE_CHARS:
         return text
@@ -106,7 +102,7 @@ async def solve(store: Store, teacher: Model, task: str, ground_truth: str | Non
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_key, teacher) DO UPDATE SET ground_truth ="
             " excluded.ground_truth, solution = excluded.solution, chain = NULL, created_at = excluded.created_at"
             " WHERE teacher_solutions.ground_truth IS NOT excluded.ground_truth",
-            (key, teacher.name, task, ground_truth, completion.text, _now()),
+            (key, teacher.name, task, ground_truth, completion.text, timestamp()),
         )
     return TeacherSolution(solution=completion.text, chain=None)
 
@@ -235,10 +231,10 @@ async def record_critique(
         "INSERT INTO critiques (id, library_id, task_id, teacher, attempt_ids, version, reply, rejected, created_at,"
         " job_id) SELECT ?, id, ?, ?, ?, ?, ?, ?, ?, ? FROM libraries WHERE name = ?",
         (critique_id, task_id, teacher, json.dumps(attempt_ids), version, reply.model_dump_json(),
-         json.dumps([r.model_dump() for r in rejected]), _now(), job_id, library),
+         json.dumps([r.model_dump() for r in rejected]), timestamp(), job_id, library),
     )  # fmt: skip
     marks = ",".join("?" * len(attempt_ids))
-    await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (_now(), *attempt_ids))
+    await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (timestamp(), *attempt_ids))
 
 
 async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: str, task_id: str) -> CritiqueResult:

@@ -20,6 +20,11 @@ from ted.migrations import MIGRATIONS
 BUSY_TIMEOUT_MS = 30_000
 
 
+def timestamp(moment: datetime | None = None) -> str:
+    """A time as every table stores it: UTC, ISO 8601, milliseconds (so text order is time order)."""
+    return (moment or datetime.now(UTC)).isoformat(timespec="milliseconds")
+
+
 def default_db_path() -> Path:
     """`TED_DB` if set, else `ted.db` in the user's data directory."""
     if env := os.environ.get("TED_DB"):
@@ -70,7 +75,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
                     await db.execute(statement)
                 await db.execute(
                     "INSERT INTO migrations (number, name, applied_at) VALUES (?, ?, ?)",
-                    (number, name, datetime.now(UTC).isoformat(timespec="milliseconds")),
+                    (number, name, timestamp()),
                 )
         await db.execute("COMMIT")
     except BaseException:

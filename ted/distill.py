@@ -301,10 +301,7 @@ class Distillation:
             await jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
 
         try:
-            await self.store.apply(
-                self.params.library, planned.operations, "compression", planned.reason,
-                expected_version=planned.state.version, also=record,
-            )  # fmt: skip
+            await planned.apply(self.store, also=record)
         except Conflict:
             return  # another client changed the library since it was read: the next check compresses that
         stats[epoch] = epoch_stats

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from ted.database import timestamp
 from ted.datasets import Problem
 from ted.errors import InvalidInput, NotFound
 from ted.ledger import Ledger
@@ -101,10 +102,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds")
-
-
 def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -172,7 +169,7 @@ async def create(store: Store, params: DistillParams, problems: list[Problem], d
         raise InvalidInput("The dataset has no problems; give at least one item with a question and an answer.")
     _check_priced(params)
     job_id = "job-" + uuid.uuid4().hex[:12]
-    now = _iso(_now())
+    now = timestamp()
     await store.ensure_library(params.library)
     async with store.transaction() as db:
         await db.execute(
@@ -228,7 +225,7 @@ async def claim(store: Store, job_id: str, owner: str) -> Job:
             )
         await db.execute(
             "UPDATE jobs SET owner = ?, lease_until = ?, state = 'running', error = NULL, updated_at = ? WHERE id = ?",
-            (owner, _iso(now + LEASE), _iso(now), job_id),
+            (owner, timestamp(now + LEASE), timestamp(now), job_id),
         )
     return await get(store, job_id)
 
@@ -253,7 +250,7 @@ async def renew(store: Store, job_id: str, owner: str) -> bool:
     now = _now()
     async with store.transaction() as db:
         cursor = await db.execute(
-            "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ?", (_iso(now + LEASE), job_id, owner)
+            "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ?", (timestamp(now + LEASE), job_id, owner)
         )
     return cursor.rowcount == 1
 
@@ -262,7 +259,7 @@ async def finish(store: Store, job_id: str, state: JobState, error: str | None =
     async with store.transaction() as db:
         await db.execute(
             "UPDATE jobs SET state = ?, error = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
-            (state, error, _iso(_now()), job_id),
+            (state, error, timestamp(), job_id),
         )
 
 
@@ -271,7 +268,7 @@ async def request_cancel(store: Store, job_id: str) -> Job:
     if job.state in FINISHED:
         return job
     async with store.transaction() as db:
-        await db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (_iso(_now()), job_id))
+        await db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (timestamp(), job_id))
         if job.owner is None:  # nobody is running it: cancelled at once
             await db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
     return await get(store, job_id)
@@ -296,7 +293,7 @@ async def save_stats(db, job_id: str, stats: list[EpochProgress]) -> None:
     """The per-epoch figures, inside the transaction of the change they describe (a batch, a compression)."""
     await db.execute(
         "UPDATE jobs SET stats = ?, updated_at = ? WHERE id = ?",
-        (json.dumps([s.model_dump() for s in stats]), _iso(_now()), job_id),
+        (json.dumps([s.model_dump() for s in stats]), timestamp(), job_id),
     )
 
 

@@ -12,11 +12,11 @@ model: a resumed job never pays twice. The n-th call through one bound model use
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
 
+from ted.database import timestamp
 from ted.errors import ModelError
 from ted.llm.base import Completion, Message, Model, OutputSchema, Usage
 from ted.pricing import cost_usd
@@ -125,7 +125,7 @@ class Ledger:
             "role": role, "model": model, "input_tokens": tokens_in, "output_tokens": tokens_out,
             "cost_usd": cost_usd(model, tokens_in, tokens_out),
             "latency_ms": round((time.perf_counter() - started) * 1000), "ok": error is None, "error": error,
-            **scope, "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            **scope, "created_at": timestamp(),
         }  # fmt: skip
         if key is not None:
             row |= {"call_key": key, "reply": completion.text if completion else None}

@@ -8,7 +8,7 @@ no price gets no cost (reported as unknown), never a guessed one.
 
 import json
 import os
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 from ted.errors import ConfigError

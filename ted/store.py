@@ -16,7 +16,6 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import aiosqlite
 import anyio
 from pydantic import ValidationError
 
-from ted.database import connect, default_db_path, open_probe
+from ted.database import connect, default_db_path, open_probe, timestamp
 from ted.errors import Conflict, InvalidInput, NotFound
 from ted.models import (
     AttemptRecord,
@@ -54,10 +53,6 @@ _PROMPT_SQL = (
     " LEFT JOIN experiences e ON e.library_id = l.id AND e.state = 'active'"
     " WHERE l.name = ? ORDER BY e.ordinal"
 )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Store:
@@ -325,7 +320,7 @@ class Store:
     ) -> sqlite3.Row:
         if (row := await self._library_row(db, name)) is not None:
             return row
-        now = _now()
+        now = timestamp()
         cursor = await db.execute(
             "INSERT INTO libraries (name, settings, created_at, updated_at) VALUES (?, ?, ?, ?)",
             (name, (settings or LibrarySettings()).model_dump_json(), now, now),
@@ -374,7 +369,7 @@ class Store:
             applied = await writer.apply(operations)
             items = await self._experiences(db, library["id"], active_only=True)
             snapshot = [SnapshotItem(id=e.id, text=e.text) for e in items]
-            now = _now()
+            now = timestamp()
             await db.execute(
                 "INSERT INTO library_versions (library_id, version, kind, reason, operations, snapshot, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -423,7 +418,7 @@ class Store:
                 (library["id"], attempt["task_id"], attempt["task"], json.dumps(attempt.get("images", [])),
                  attempt["trajectory"], attempt.get("answer"), attempt.get("ground_truth"), correct,
                  attempt.get("graded_by"), json.dumps(list(cited)), json.dumps(counted_ids), attempt.get("model"),
-                 library["version"], _now(), attempt.get("job_id"), attempt.get("epoch"), attempt.get("problem_id"),
+                 library["version"], timestamp(), attempt.get("job_id"), attempt.get("epoch"), attempt.get("problem_id"),
                  attempt.get("rollout")),
             )  # fmt: skip
             usage: dict[str, int] = {}

