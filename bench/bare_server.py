@@ -12,8 +12,8 @@ Two async tools (async, like ted-mcp's):
 from lessons import LESSONS
 from mcp.server.mcpserver import MCPServer
 
-from ted.models import ExperienceItem, ExperiencePrompt
 from ted.prompts import experience_prompt
+from ted.store.records import ExperienceItem, ExperiencePrompt
 
 mcp = MCPServer("bare", log_level="WARNING")
 

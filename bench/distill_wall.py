@@ -5,7 +5,7 @@ against the naive protocol.
         [--latency 0.2] [--concurrency 8] [--max-concurrency 8] [--max-items 15]
         [--transport http|scripted] [--per-batch]
 
-`ted.distill.run_job` runs in this process against the local model server
+`ted.runs.distill.run_job` runs in this process against the local model server
 (`ted.testing.ModelServer`, started in a subprocess so that its thread does not compete with
 the loop for the GIL; the real OpenAI SDK over real HTTP on 127.0.0.1). It answers every call
 after `--latency` seconds with the classroom's deterministic student and teacher
@@ -62,14 +62,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from ted import jobs
-from ted.datasets import Problem
-from ted.distill import run_job
-from ted.jobs import DistillParams, Job
 from ted.ledger import Ledger
 from ted.llm import ModelSettings
 from ted.llm.base import Model
 from ted.llm.registry import get_model
+from ted.runs import jobs
+from ted.runs.datasets import Problem
+from ted.runs.distill import run_job
+from ted.runs.jobs import DistillParams, Job
 from ted.store import Store
 from ted.testing.classroom import Classroom, problems
 

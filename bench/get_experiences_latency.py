@@ -55,8 +55,8 @@ from mcp.client.session import ClientSession
 from rich.console import Console
 from rich.table import Table
 
-from ted.models import AddOp
 from ted.store import Store
+from ted.store.records import AddOp
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORY_BIN = ROOT / "node_modules" / ".bin" / "mcp-server-memory"

@@ -27,13 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from lessons import LESSONS  # noqa: E402
 
-from ted import library as lib  # noqa: E402
-from ted.critique import critique_task  # noqa: E402
+from ted import agent  # noqa: E402
 from ted.ledger import Ledger  # noqa: E402
 from ted.llm import AnthropicModel, ModelSettings, OpenAIModel  # noqa: E402
-from ted.models import AddOp  # noqa: E402
 from ted.prompts import COMPRESS_SYSTEM, CRITIQUE_SYSTEM, SUMMARISE_SYSTEM, TEACHER_SOLVE_SYSTEM  # noqa: E402
 from ted.store import Store  # noqa: E402
+from ted.store.records import AddOp  # noqa: E402
+from ted.teacher.critique import critique_task  # noqa: E402
 from ted.testing import ModelServer, RecordedRequest  # noqa: E402
 
 USAGE = [12, 9, 0, 4, 7, 1, 0, 3, 15, 2, 0, 6, 5, 1, 8]
@@ -169,7 +169,7 @@ async def main() -> None:
             await store.apply("bench", ops, "import", "the 15 benchmark lessons")
             for n in range(args.rollouts):
                 text, answer = trajectory(n % 5)
-                await lib.record_attempt(store, library="bench", task=TASK, trajectory=text, answer=answer,
+                await agent.record_attempt(store, library="bench", task=TASK, trajectory=text, answer=answer,
                                          ground_truth=GROUND_TRUTH, task_id="tank", model="student")  # fmt: skip
             before = await store.experience_prompt("bench")
             settings = ModelSettings(api_key="bench", max_retries=0)

@@ -12,12 +12,12 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskGroup
 
-from ted import jobs
-from ted.distill import run_job
 from ted.errors import InvalidInput, TedError
-from ted.jobs import Job
 from ted.ledger import Ledger
 from ted.llm.base import Model
+from ted.runs import jobs
+from ted.runs.distill import run_job
+from ted.runs.jobs import Job
 from ted.store import Store
 
 # A job run by another process is only seen through the database; poll it this often.
@@ -52,8 +52,9 @@ class JobRunner:
         """
         if job_id in self._running:
             raise InvalidInput(f"Job {job_id} is already running in this server; follow it with get_job.")
-        await jobs.raise_caps(self.store, job_id, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
-        job = await jobs.claim(self.store, job_id, jobs.this_process())  # says who holds it, if anyone
+        job = await jobs.reopen(
+            self.store, job_id, jobs.this_process(), max_cost_usd=max_cost_usd, max_tokens=max_tokens
+        )  # says who holds it, if anyone
         self.start(job_id)
         return job
 

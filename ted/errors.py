@@ -13,6 +13,10 @@ The MCP server turns any TedError into a tool error carrying the same message, s
 agent that called the tool reads what to change; the CLI prints it and exits 1.
 """
 
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
 
 class TedError(Exception):
     """Base class: `str(error)` is a complete sentence for the user."""
@@ -44,3 +48,13 @@ class ModelError(TedError):
 
 class InvalidReply(ModelError):
     """A structured reply did not validate, and neither did the one repair attempt."""
+
+
+def invalid_input(error: ValidationError, subject: str, *, field: Callable[[str], str] = str) -> InvalidInput:
+    """The first problem pydantic found in `subject`, said as `<subject> <field>: <problem>.`
+
+    `field` turns the field's name into the one the user typed (`max_items` → `--max-items`).
+    """
+    first = error.errors()[0]
+    name = field(".".join(str(part) for part in first["loc"]))
+    return InvalidInput(f"{subject} {name}: {first['msg']}.")

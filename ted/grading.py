@@ -74,6 +74,14 @@ def grade(answer: str, ground_truth: str) -> Grade:
     return Grade(math, "math")
 
 
+def grade_attempt(ground_truth: str, trajectory: str, answer: str | None = None) -> Grade:
+    """An attempt's grade: its `answer`, else the one its trajectory commits to; no answer is wrong."""
+    candidate = answer if answer is not None else final_answer(trajectory)
+    if candidate is None:
+        return Grade(False, "exact")
+    return grade(candidate, ground_truth)
+
+
 _ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$", re.I | re.M)
 
 

@@ -14,13 +14,13 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from ted.database import timestamp
 from ted.errors import ModelError
 from ted.llm.base import Completion, Message, Model, OutputSchema, Usage
 from ted.pricing import cost_usd
 from ted.store import Store
+from ted.store.database import timestamp
 
 Role = Literal["student", "teacher-solve", "summarise", "critique", "compress"]
 
@@ -34,6 +34,33 @@ class RoleTotals(BaseModel):
     output_tokens: int
     cost_usd: float | None
     latency_ms: int
+
+
+class CostSummary(BaseModel):
+    """Totals from the ledger, with the per-role rows they came from."""
+
+    calls: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = Field(0.0, description="Null when some call's model has no price.")
+    unpriced_models: list[str] = Field(default_factory=list)
+    by_role: list[RoleTotals] = Field(default_factory=list)
+
+    @classmethod
+    def from_totals(cls, totals: Sequence[RoleTotals]) -> "CostSummary":
+        """Sum `Ledger.totals(...)` rows; one unpriced model makes the total unknown, not low."""
+        unpriced = sorted({t.model for t in totals if t.cost_usd is None})
+        return cls(
+            calls=sum(t.calls for t in totals),
+            failed=sum(t.failed for t in totals),
+            input_tokens=sum(t.input_tokens for t in totals),
+            output_tokens=sum(t.output_tokens for t in totals),
+            cost_usd=None if unpriced else sum(t.cost_usd or 0.0 for t in totals),
+            unpriced_models=unpriced,
+            by_role=list(totals),
+        )
+
 
 
 class RecordedModel:

@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from ted.errors import InvalidInput
-from ted.models import MAX_EXPERIENCE_CHARS, AddOp, ChangeResult, DeleteOp, ExperienceText, LibrarySettings
-from ted.safety import injection_problem
+from ted.gate import injection_problem
 from ted.store import Store
+from ted.store.records import MAX_EXPERIENCE_CHARS, AddOp, ChangeResult, DeleteOp, ExperienceText, LibrarySettings
 
 Format = Literal["json", "md"]
 EXTENSIONS: dict[str, Format] = {".json": "json", ".md": "md", ".markdown": "md"}

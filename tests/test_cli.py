@@ -9,10 +9,9 @@ import anyio
 import pytest
 from conftest import dump_database, installed_command
 
-from ted import cli
-from ted import library as lib
-from ted.models import MAX_EXPERIENCE_CHARS
+from ted import agent, cli
 from ted.store import Store
+from ted.store.records import MAX_EXPERIENCE_CHARS
 
 pytestmark = pytest.mark.anyio
 
@@ -99,7 +98,7 @@ async def test_add_show_history_diff_rollback(db_path: Path, capsys: pytest.Capt
 async def test_show_and_libraries_report_counts(db_path: Path, capsys: pytest.CaptureFixture):
     await seed(db_path)
     async with Store.open(db_path) as store:
-        await lib.record_attempt(store, library="src", task="t", trajectory="By [E2], 4.", correct=True)
+        await agent.record_attempt(store, library="src", task="t", trajectory="By [E2], 4.", correct=True)
     capsys.readouterr()
     assert await ted(db_path, "show", "src") == 0
     assert "0.69" in capsys.readouterr().out  # priority log(1 + 1)
@@ -118,7 +117,7 @@ async def test_export_then_import_keeps_texts_order_and_counts(
     await seed(db_path)
     await seed(db_path, "dst", ["An older lesson of the target library."])
     async with Store.open(db_path) as store:
-        await lib.record_attempt(store, library="src", task="t", trajectory="[E1] [E3]", correct=False)
+        await agent.record_attempt(store, library="src", task="t", trajectory="[E1] [E3]", correct=False)
     file = tmp_path / f"src.{fmt}"
     assert await ted(db_path, "export", "src", "--output", str(file)) == 0  # format from the extension
     if fmt == "json":

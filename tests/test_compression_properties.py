@@ -8,10 +8,10 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ted.compression import fit_to_budget, validate_plan
-from ted.models import AddOp, LibrarySettings
-from ted.replies import CompressionPlan, PlanDelete, PlanMerge, PlanRetain, PlanRewrite
 from ted.store import Store
+from ted.store.records import AddOp, LibrarySettings
+from ted.teacher.compression import fit_to_budget, validate_plan
+from ted.teacher.replies import CompressionPlan, PlanDelete, PlanMerge, PlanRetain, PlanRewrite
 
 WORDS = ["check", "units", "before", "adding", "rates", "per", "hour", "draw", "a", "table", "of", "cases",
          "verify", "the", "final", "answer", "against", "constraints", "estimate", "first", "then", "compute"]  # fmt: skip

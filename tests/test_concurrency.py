@@ -4,9 +4,8 @@ import sqlite3
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
-
 from conftest import installed_command
+from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.anyio
 

@@ -10,16 +10,16 @@ import pytest
 from conftest import dump_database
 from scripted_teacher import SOLUTION, Teacher, add, critique, plan, without_ledger
 
-from ted import library as lib
-from ted.compression import compress_library, fit_to_budget, validate_plan
-from ted.critique import critique_task, validate_critique
+from ted import agent
 from ted.errors import ConfigError, InvalidInput, InvalidReply, ModelError
+from ted.gate import lesson_problem
 from ted.ledger import Ledger
 from ted.llm import Message, ScriptedModel, structured
-from ted.models import AddOp, Experience, LibrarySettings, LibraryState
-from ted.replies import CompressionPlan, CritiqueReply
-from ted.safety import lesson_problem
 from ted.store import Store
+from ted.store.records import AddOp, Experience, LibrarySettings, LibraryState
+from ted.teacher.compression import compress_library, fit_to_budget, validate_plan
+from ted.teacher.critique import critique_task, validate_critique
+from ted.teacher.replies import CompressionPlan, CritiqueReply
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ async def seed(store: Store, texts=LESSONS, library="math", usage=None, **settin
 
 
 async def attempt(store: Store, trajectory: str, *, task=TASK, library="math", **kw):
-    return await lib.record_attempt(store, library=library, task=task, trajectory=trajectory, task_id="crate", **kw)
+    return await agent.record_attempt(store, library=library, task=task, trajectory=trajectory, task_id="crate", **kw)
 
 
 def library_rows(db_path) -> dict[str, list[tuple]]:

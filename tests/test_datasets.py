@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ted.datasets import MAX_ERRORS_SHOWN, MAX_INLINE_ITEMS, Problem, dataset_from_items, load_dataset
 from ted.errors import InvalidInput, NotFound
 from ted.grading import grade
-from ted.library import task_id_for
+from ted.runs.datasets import MAX_ERRORS_SHOWN, MAX_INLINE_ITEMS, Problem, dataset_from_items, load_dataset
+from ted.tasks import task_id_for
 
 pytestmark = pytest.mark.anyio
 

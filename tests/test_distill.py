@@ -1,4 +1,4 @@
-"""The TED loop (`ted.distill`) in-process: the classroom's deterministic student and teacher as
+"""The TED loop (`ted.runs.distill`) in-process: the classroom's deterministic student and teacher as
 scripted models, a real SQLite file per test. What is checked is the protocol itself — calls per
 problem and epoch, the order a batch is applied in, the budget after every batch — and that a
 job stopped by a cancel, a cap, a failing model or a crash never leaves half a batch and, once
@@ -12,16 +12,17 @@ from collections import Counter
 import anyio
 import pytest
 
-from ted import jobs
-from ted.datasets import dataset_from_items
-from ted.distill import estimate, run_job
 from ted.errors import InvalidInput, ModelError
-from ted.jobs import DistillParams, Job
 from ted.ledger import Ledger
-from ted.library import task_id_for
-from ted.models import AddOp
 from ted.prompts import experience_prompt
+from ted.runs import jobs
+from ted.runs.datasets import dataset_from_items
+from ted.runs.distill import run_job
+from ted.runs.jobs import DistillParams, Job
+from ted.runs.prepare import estimate
 from ted.store import Store
+from ted.store.records import AddOp
+from ted.tasks import task_id_for
 from ted.testing.classroom import Classroom, Hook, problem_of, problems
 from ted.tokens import count_tokens
 

@@ -16,7 +16,7 @@ import anyio
 import pytest
 from conftest import http_server, installed_command
 
-from ted import library as lib
+from ted import agent
 from ted.store import Store
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def inspector_cli(tmp_path: Path, db_path: Path | None, *options: str, expect_ex
 def seed(db_path: Path, library: str, text: str) -> None:
     async def add() -> None:
         async with Store.open(db_path) as store:
-            await lib.add_experience(store, library, text)
+            await agent.add_experience(store, library, text)
 
     anyio.run(add)
 

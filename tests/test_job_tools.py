@@ -15,9 +15,9 @@ from conftest import dump_database
 from mcp import Client
 from ted_server import build_server
 
-from ted import jobs
-from ted.datasets import dataset_from_items
-from ted.jobs import DistillParams
+from ted.runs import jobs
+from ted.runs.datasets import dataset_from_items
+from ted.runs.jobs import DistillParams
 from ted.store import Store
 from ted.testing.classroom import Classroom, problems
 

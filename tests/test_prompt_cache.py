@@ -4,13 +4,13 @@ import sqlite3
 
 import anyio
 import pytest
+from conftest import installed_command
 from jsonschema import Draft202012Validator
 from mcp import Client, StdioServerParameters
 
-from conftest import installed_command
-from ted import library as lib
-from ted.models import AddOp, DeleteOp
+from ted import agent
 from ted.store import Store
+from ted.store.records import AddOp, DeleteOp
 
 pytestmark = pytest.mark.anyio
 
@@ -27,9 +27,9 @@ async def test_a_write_in_the_same_process_is_seen_at_once(store):
     first = await store.experience_prompt("lib")
     assert (first.version, [i.text for i in first.items]) == (1, ["Check the units."])
 
-    await lib.add_experience(store, "lib", "Estimate first.", source="test")
+    await agent.add_experience(store, "lib", "Estimate first.", source="test")
     await store.apply("lib", [DeleteOp(id="E1")], "manual", "test")
-    await lib.record_attempt(store, library="lib", task="t", trajectory="[E2]", correct=True)
+    await agent.record_attempt(store, library="lib", task="t", trajectory="[E2]", correct=True)
     prompt = await store.experience_prompt("lib")
     assert prompt.version == 3
     assert [(i.id, i.usage_count, i.helpful_count) for i in prompt.items] == [("E2", 1, 1)]
@@ -51,7 +51,7 @@ async def test_a_write_through_another_connection_is_seen(db_path, store):
 
 async def test_each_caller_gets_its_own_copy(store):
     await store.apply("lib", [AddOp(text="Check the units.")], "add", "test")
-    with_task = await lib.get_experiences(store, "lib", task="What is 2 + 2?")
+    with_task = await agent.get_experiences(store, "lib", task="What is 2 + 2?")
     with_task.items.clear()
     again = await store.experience_prompt("lib")
     assert again.task_id is None and len(again.items) == 1

@@ -11,20 +11,17 @@ import numpy as np
 import pytest
 
 from ted.errors import InvalidInput
-from ted.ledger import RoleTotals
-from ted.report import (
-    CostSummary,
+from ted.ledger import CostSummary, RoleTotals
+from ted.runs.report import (
     DistillReport,
     EvalReport,
     LibrarySize,
     PairedOutcome,
     epoch_stats,
-    eval_markdown,
     evaluation_report,
     paired_bootstrap,
-    write_distill_report,
-    write_eval_report,
 )
+from ted.runs.report_files import eval_markdown, write_distill_report, write_eval_report
 
 T, F = True, False
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -4,9 +4,8 @@ import importlib.metadata
 import json
 
 import pytest
-from mcp import MCPError
-
 from conftest import dump_database
+from mcp import MCPError
 
 pytestmark = pytest.mark.anyio
 

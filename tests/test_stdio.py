@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from conftest import installed_command
-from ted.models import AddOp
+
 from ted.store import Store
+from ted.store.records import AddOp
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,11 @@ import sqlite3
 
 import pytest
 
-from ted import library as lib
+from ted import agent
 from ted.errors import InvalidInput, NotFound
-from ted.migrations import MIGRATIONS
-from ted.models import AddOp, DeleteOp, MergeOp, RewriteOp
 from ted.store import Store
+from ted.store.migrations import MIGRATIONS
+from ted.store.records import AddOp, DeleteOp, MergeOp, RewriteOp
 
 pytestmark = pytest.mark.anyio
 
@@ -41,19 +41,19 @@ async def test_newer_schema_is_refused(db_path):
 
 
 async def test_ids_are_stable_and_never_reused(store):
-    await lib.add_experience(store, "lib", "Lesson one.")
-    await lib.add_experience(store, "lib", "Lesson two.")
+    await agent.add_experience(store, "lib", "Lesson one.")
+    await agent.add_experience(store, "lib", "Lesson two.")
     await store.apply("lib", [DeleteOp(id="E2")], kind="manual", reason="test")
-    result = await lib.add_experience(store, "lib", "Lesson three.")
+    result = await agent.add_experience(store, "lib", "Lesson three.")
     assert result.operations[0].id == "E3"
     assert [e.id for e in await store.experiences("lib")] == ["E1", "E3"]
 
 
 async def test_merge_sums_counts_keeps_provenance_and_redirects_citations(store):
     for text in ("Units first.", "Check units.", "Unrelated."):
-        await lib.add_experience(store, "lib", text)
-    await lib.record_attempt(store, library="lib", task="t", trajectory="[E1][E2]", ground_truth="1", answer="1")
-    await lib.record_attempt(store, library="lib", task="t", trajectory="[E2]", ground_truth="1", answer="2")
+        await agent.add_experience(store, "lib", text)
+    await agent.record_attempt(store, library="lib", task="t", trajectory="[E1][E2]", ground_truth="1", answer="1")
+    await agent.record_attempt(store, library="lib", task="t", trajectory="[E2]", ground_truth="1", answer="2")
     merged = await store.apply("lib", [MergeOp(ids=["E1", "E2"], text="Check units first.")], "compression", "t")
     assert merged.operations[0].into == "E4"
     e4 = next(e for e in await store.experiences("lib") if e.id == "E4")
@@ -61,7 +61,7 @@ async def test_merge_sums_counts_keeps_provenance_and_redirects_citations(store)
     assert e4.provenance == {"merged_from": ["E1", "E2"]}
 
     # Citing both merged-away ids counts E4 once, and says so.
-    result = await lib.record_attempt(store, library="lib", task="t", trajectory="[E1] [E2] [E9]")
+    result = await agent.record_attempt(store, library="lib", task="t", trajectory="[E1] [E2] [E9]")
     assert result.counted_ids == ["E4"]
     assert result.redirected == {"E1": "E4", "E2": "E4"}
     assert result.unknown_ids == ["E9"]
@@ -69,7 +69,7 @@ async def test_merge_sums_counts_keeps_provenance_and_redirects_citations(store)
 
 
 async def test_failed_operation_applies_nothing(store, db_path):
-    await lib.add_experience(store, "lib", "Keep me.")
+    await agent.add_experience(store, "lib", "Keep me.")
     from conftest import dump_database
 
     before = dump_database(db_path)
@@ -81,45 +81,45 @@ async def test_failed_operation_applies_nothing(store, db_path):
 
 
 async def test_every_change_is_a_version_and_rollback_restores_any_of_them(store):
-    await lib.add_experience(store, "lib", "A.")  # v1
-    await lib.add_experience(store, "lib", "B.")  # v2
+    await agent.add_experience(store, "lib", "A.")  # v1
+    await agent.add_experience(store, "lib", "B.")  # v2
     await store.apply("lib", [RewriteOp(id="E1", text="A, rewritten.")], "manual", "edit")  # v3
     await store.apply("lib", [MergeOp(ids=["E1", "E2"], text="AB.")], "compression", "merge")  # v4
 
-    back = await lib.rollback(store, "lib", 2)
+    back = await agent.rollback(store, "lib", 2)
     assert back.version == 5
     assert [(e.id, e.text) for e in await store.experiences("lib")] == [("E1", "A."), ("E2", "B.")]
     history = await store.history("lib")
     assert [v.kind for v in history] == ["create", "add", "add", "manual", "compression", "rollback"]
     assert history[5].reason == "rollback to version 2"
 
-    diff = await lib.diff(store, "lib", 2, 4)
+    diff = await agent.diff(store, "lib", 2, 4)
     assert [i.id for i in diff.added] == ["E3"] and [i.id for i in diff.removed] == ["E1", "E2"]
-    diff = await lib.diff(store, "lib", 2, 3)
+    diff = await agent.diff(store, "lib", 2, 3)
     assert [(c.id, c.before, c.after) for c in diff.changed] == [("E1", "A.", "A, rewritten.")]
 
     # The rollback can itself be undone.
-    await lib.rollback(store, "lib", 4)
+    await agent.rollback(store, "lib", 4)
     assert [e.text for e in await store.experiences("lib")] == ["AB."]
 
 
 async def test_rollback_errors_name_the_fix(store):
     with pytest.raises(NotFound, match="no library named 'nope'"):
-        await lib.rollback(store, "nope", 0)
-    await lib.add_experience(store, "lib", "A.")
+        await agent.rollback(store, "nope", 0)
+    await agent.add_experience(store, "lib", "A.")
     with pytest.raises(NotFound, match="versions run from 0 to 1"):
-        await lib.rollback(store, "lib", 5)
+        await agent.rollback(store, "lib", 5)
     with pytest.raises(InvalidInput, match="already has the content of version 1"):
-        await lib.rollback(store, "lib", 1)
+        await agent.rollback(store, "lib", 1)
 
 
 async def test_budget_counts_the_prompt_as_prepended(store):
     await store.ensure_library("tiny", settings=None)
-    prompt = await lib.get_experiences(store, "tiny")
+    prompt = await agent.get_experiences(store, "tiny")
     assert (prompt.prompt, prompt.tokens, prompt.version) == ("", 0, 0)
     for i in range(16):
-        await lib.add_experience(store, "tiny", f"Lesson number {i} about checking the arithmetic twice.")
-    prompt = await lib.get_experiences(store, "tiny")
+        await agent.add_experience(store, "tiny", f"Lesson number {i} about checking the arithmetic twice.")
+    prompt = await agent.get_experiences(store, "tiny")
     assert len(prompt.items) == 16 and prompt.over_budget  # 16 items > the cap of 15
     from ted.tokens import count_tokens
 

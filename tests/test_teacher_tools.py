@@ -10,12 +10,12 @@ import pytest
 from conftest import dump_database, installed_command
 from mcp import Client, StdioServerParameters
 from scripted_teacher import SOLUTION, Teacher, add, chains_for, critique, plan, without_ledger
+from ted_server import build_server
 
 from ted.llm import clear_model_cache
 from ted.prompts import COMPRESS_SYSTEM, CRITIQUE_SYSTEM, SUMMARISE_SYSTEM, TEACHER_SOLVE_SYSTEM
 from ted.store import Store
 from ted.testing import ModelServer, RecordedRequest, Reply
-from ted_server import build_server
 
 pytestmark = pytest.mark.anyio
 

@@ -1,17 +1,16 @@
 """What an agent or a person can do to a library: the operations behind the MCP tools and
 the `ted` CLI, on top of the store. Arguments arrive already validated by the types in
-`ted.models`; what needs the store to check (ids, versions) is checked here or there.
+`ted.store.records`; what needs the store to check (ids, versions) is checked here or there.
 """
 
-import hashlib
-import os
 from collections.abc import Sequence
-from typing import Literal
 
 from ted.citations import cited_ids
-from ted.errors import ConfigError, InvalidInput
-from ted.grading import final_answer, grade
-from ted.models import (
+from ted.errors import InvalidInput
+from ted.gate import injection_problem
+from ted.grading import grade_attempt
+from ted.store import Store
+from ted.store.records import (
     MAX_EXPERIENCE_CHARS,
     AddOp,
     AttemptResult,
@@ -19,19 +18,13 @@ from ted.models import (
     ChangeResult,
     DeleteOp,
     ExperiencePrompt,
-    LibraryState,
+    NewAttempt,
     Operation,
     RestoreOp,
     RewriteOp,
     VersionDiff,
 )
-from ted.safety import injection_problem
-from ted.store import Store
-
-
-def task_id_for(task: str) -> str:
-    """A stable id for a task text, so repeated attempts at one task group together."""
-    return "t-" + hashlib.sha256(" ".join(task.split()).encode()).hexdigest()[:16]
+from ted.tasks import task_id_for
 
 
 async def get_experiences(store: Store, library: str, task: str | None = None) -> ExperiencePrompt:
@@ -61,27 +54,21 @@ async def record_attempt(
     """
     graded_by = "caller" if correct is not None else None
     if ground_truth is not None:
-        candidate = answer if answer is not None else final_answer(trajectory)
-        if candidate is None:
-            correct, graded_by = False, "exact"
-        else:
-            correct, graded_by = grade(candidate, ground_truth)
-    task_id = task_id or task_id_for(task)
-    stored = await store.record_attempt(
-        library,
-        {
-            "task_id": task_id,
-            "task": task,
-            "trajectory": trajectory,
-            "answer": answer,
-            "ground_truth": ground_truth,
-            "correct": correct,
-            "graded_by": graded_by,
-            "model": model,
-        },
-        cited_ids(trajectory, used_experience_ids),
+        correct, graded_by = grade_attempt(ground_truth, trajectory, answer)
+    attempt = NewAttempt(
+        task_id=task_id or task_id_for(task),
+        task=task,
+        trajectory=trajectory,
+        answer=answer,
+        ground_truth=ground_truth,
+        correct=correct,
+        graded_by=graded_by,
+        model=model,
     )
-    return AttemptResult(library=library, task_id=task_id, correct=correct, graded_by=graded_by, **stored)
+    counted = await store.record_attempt(library, attempt, cited_ids(trajectory, used_experience_ids))
+    return AttemptResult(
+        library=library, task_id=attempt.task_id, correct=correct, graded_by=graded_by, **counted.model_dump()
+    )
 
 
 async def add_experience(store: Store, library: str, text: str, source: str = "manual") -> ChangeResult:
@@ -134,15 +121,3 @@ async def diff(store: Store, library: str, from_version: int, to_version: int) -
             if id_ in before and before[id_].text != item.text
         ],
     )
-
-
-def model_name(state: LibraryState, role: Literal["teacher", "student"], given: str | None = None) -> str:
-    """The model for a role: the one given, else the library's own, else TED_TEACHER / TED_STUDENT."""
-    name = given or getattr(state, f"{role}_model") or os.environ.get(f"TED_{role.upper()}")
-    if not name:
-        raise ConfigError(
-            f"No {role} model is configured for library {state.name!r}: set TED_{role.upper()}=provider:model "
-            "(e.g. anthropic:claude-sonnet-4-5 or openai:gpt-4.1) in the server's environment, or run "
-            f"`ted config {state.name} --{role} provider:model`."
-        )
-    return name

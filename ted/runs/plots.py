@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ted.report import DistillReport, EvalReport
+    from ted.runs.report import DistillReport, EvalReport
 
 _WITH, _WITHOUT, _ITEMS, _TOKENS, _BUDGET = "#2a6fdb", "#9aa5b1", "#2a6fdb", "#e07b39", "#666666"
 

@@ -48,8 +48,8 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from ted.errors import InvalidInput, NotFound
-from ted.library import task_id_for
-from ted.models import MAX_ANSWER_CHARS, TaskId, TaskText
+from ted.store.records import MAX_ANSWER_CHARS, TaskId, TaskText
+from ted.tasks import task_id_for
 
 MAX_INLINE_ITEMS = 10_000
 MAX_IMAGES_PER_PROBLEM = 32

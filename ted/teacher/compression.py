@@ -21,13 +21,13 @@ import aiosqlite
 from pydantic import BaseModel, Field
 
 from ted.errors import ConfigError
+from ted.gate import lesson_problem
 from ted.llm.base import Message, Model
 from ted.llm.structured import structured
-from ted.models import AddOp, DeleteOp, Experience, LibraryState, MergeOp, Operation, RewriteOp
 from ted.prompts import COMPRESS_SYSTEM, compress_prompt, experience_prompt
-from ted.replies import CompressionPlan, PlanMerge, PlanRetain, PlanRewrite
-from ted.safety import lesson_problem
 from ted.store import Store
+from ted.store.records import AddOp, DeleteOp, Experience, LibraryState, MergeOp, Operation, RewriteOp
+from ted.teacher.replies import CompressionPlan, PlanMerge, PlanRetain, PlanRewrite
 from ted.tokens import count_tokens
 
 Strategy = Literal["teacher", "truncate", "random"]
@@ -108,8 +108,7 @@ class Simulation:
 
     @property
     def over_budget(self) -> bool:
-        settings = self.state.settings
-        return len(self.items) > settings.max_items or self.tokens > settings.token_budget
+        return self.state.settings.over_budget(len(self.items), self.tokens)
 
     def removal_order(self) -> list[Experience]:
         # Lowest priority first; among equals the one that harmed more than it helped, then the

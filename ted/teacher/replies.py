@@ -2,7 +2,7 @@
 
 Each is sent to the provider as a JSON schema (tool use or response_format) and the reply is
 validated against it; an invalid reply gets one repair attempt (`ted.llm.structured`). The
-limits here are generous on purpose: what a lesson may *say* is checked by `ted.safety`,
+limits here are generous on purpose: what a lesson may *say* is checked by `ted.gate`,
 which reports a rejection instead of failing the whole reply.
 """
 
@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from ted.models import ExperienceId
+from ted.store.records import ExperienceId
 
 LessonText = Annotated[str, Field(min_length=1, max_length=2000)]
 

@@ -23,11 +23,14 @@ import aiosqlite
 import anyio
 from pydantic import ValidationError
 
-from ted.database import connect, default_db_path, open_probe, timestamp
-from ted.errors import Conflict, InvalidInput, NotFound
-from ted.models import (
+from ted.errors import Conflict, InvalidInput, NotFound, invalid_input
+from ted.prompts import experience_prompt
+from ted.store.database import connect, default_db_path, open_probe, timestamp
+from ted.store.operations import OperationWriter
+from ted.store.records import (
     AttemptRecord,
     ChangeResult,
+    CitationsCounted,
     Experience,
     ExperienceItem,
     ExperiencePrompt,
@@ -35,12 +38,11 @@ from ted.models import (
     LibraryState,
     LibrarySummary,
     LibraryVersion,
+    NewAttempt,
     Operation,
     SnapshotItem,
     VersionKind,
 )
-from ted.operations import OperationWriter
-from ted.prompts import experience_prompt
 from ted.tokens import count_tokens
 
 MAX_CACHED_PROMPTS = 64
@@ -193,7 +195,7 @@ class Store:
             tokens=tokens,
             token_budget=settings.token_budget,
             max_items=settings.max_items,
-            over_budget=tokens > settings.token_budget or len(items) > settings.max_items,
+            over_budget=settings.over_budget(len(items), tokens),
         )
 
     async def experiences(self, name: str, active_only: bool = True) -> list[Experience]:
@@ -257,7 +259,7 @@ class Store:
             try:
                 settings = LibrarySettings.model_validate({**_settings(library).model_dump(), **changes})
             except ValidationError as e:
-                raise InvalidInput(f"Invalid library settings: {e.errors()[0]['loc'][0]} {e.errors()[0]['msg']}.") from e
+                raise invalid_input(e, "Invalid library setting") from None
             await db.execute(
                 "UPDATE libraries SET teacher_model = coalesce(?, teacher_model),"
                 " student_model = coalesce(?, student_model), settings = ? WHERE id = ?",
@@ -285,7 +287,7 @@ class Store:
                         tokens=tokens,
                         token_budget=settings.token_budget,
                         max_items=settings.max_items,
-                        over_budget=tokens > settings.token_budget or len(items) > settings.max_items,
+                        over_budget=settings.over_budget(len(items), tokens),
                         attempts=library["attempts"],
                         updated_at=library["updated_at"],
                     )
@@ -390,16 +392,17 @@ class Store:
             operations=applied,
             items=len(items),
             tokens=tokens,
-            over_budget=tokens > settings.token_budget or len(items) > settings.max_items,
+            over_budget=settings.over_budget(len(items), tokens),
         )
 
-    async def record_attempt(self, name: str, attempt: dict[str, Any], cited: Sequence[str]) -> dict[str, Any]:
+    async def record_attempt(self, name: str, attempt: NewAttempt, cited: Sequence[str]) -> CitationsCounted:
         """Store an attempt and count one use of each experience it cites, in one transaction.
 
         A cited id that was merged away is counted for the experience it was merged into;
         ids that resolve to no active experience are returned as unknown. `correct` in the
         attempt, when not None, also moves the helpful/harmful counts of what was counted.
         """
+        a = attempt
         async with self.transaction() as db:
             library = await self._ensure_library(db, name)
             counted: dict[str, str] = {}  # cited id → the active id that was counted
@@ -410,32 +413,31 @@ class Store:
                 else:
                     counted[id_] = resolved
             counted_ids = list(dict.fromkeys(counted.values()))
-            correct = attempt.get("correct")
             cursor = await db.execute(
                 "INSERT INTO attempts (library_id, task_id, task, images, trajectory, answer, ground_truth, correct,"
                 " graded_by, cited, counted, model, library_version, created_at, job_id, epoch, problem_id, rollout)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (library["id"], attempt["task_id"], attempt["task"], json.dumps(attempt.get("images", [])),
-                 attempt["trajectory"], attempt.get("answer"), attempt.get("ground_truth"), correct,
-                 attempt.get("graded_by"), json.dumps(list(cited)), json.dumps(counted_ids), attempt.get("model"),
-                 library["version"], timestamp(), attempt.get("job_id"), attempt.get("epoch"), attempt.get("problem_id"),
-                 attempt.get("rollout")),
-            )  # fmt: skip
+                (
+                    *(library["id"], a.task_id, a.task, json.dumps(a.images), a.trajectory, a.answer, a.ground_truth),
+                    *(a.correct, a.graded_by, json.dumps(list(cited)), json.dumps(counted_ids), a.model),
+                    *(library["version"], timestamp(), a.job_id, a.epoch, a.problem_id, a.rollout),
+                ),
+            )
             usage: dict[str, int] = {}
             for id_ in counted_ids:
                 async with db.execute(
                     "UPDATE experiences SET usage_count = usage_count + 1, helpful_count = helpful_count + ?,"
                     " harmful_count = harmful_count + ? WHERE library_id = ? AND id = ? RETURNING usage_count",
-                    (int(correct is True), int(correct is False), library["id"], id_),
+                    (int(a.correct is True), int(a.correct is False), library["id"], id_),
                 ) as update:
                     usage[id_] = (await update.fetchone())[0]
-        return {
-            "attempt_id": cursor.lastrowid,
-            "counted_ids": counted_ids,
-            "redirected": {cited_id: to for cited_id, to in counted.items() if cited_id != to},
-            "unknown_ids": unknown,
-            "usage_counts": usage,
-        }
+        return CitationsCounted(
+            attempt_id=cursor.lastrowid,
+            counted_ids=counted_ids,
+            redirected={cited_id: to for cited_id, to in counted.items() if cited_id != to},
+            unknown_ids=unknown,
+            usage_counts=usage,
+        )
 
 
 async def _resolve(db: aiosqlite.Connection, library_id: int, id_: str) -> str | None:

@@ -16,23 +16,24 @@ independent observations. The generator is seeded: one report, one interval, eve
 library as it stood during that epoch) and the library's size when the epoch ended.
 
 Writers put `report.json` (the record), `report.md` (a table a person reads) and `report.png`
-(`ted.plots`) in one folder. The files are small, so they are written with plain file I/O;
-each is written to a temporary name and renamed, so a killed run never leaves half a report.
+(`ted.runs.plots`) in one folder. The files are small, so they are written with plain file I/O;
+`ted.runs.report_files` writes these records as `report.json`, `report.md` and `report.png`.
 """
 
-import os
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError, computed_field
 
-from ted import plots
 from ted.errors import InvalidInput
-from ted.ledger import RoleTotals
+from ted.ledger import CostSummary, Ledger, RoleTotals
+from ted.prompts import experience_prompt
+from ted.runs.jobs import Job
+from ted.store import Store
+from ted.tokens import count_tokens
 
 DEFAULT_RESAMPLES = 10_000
 MAX_RESAMPLES = 1_000_000
@@ -69,31 +70,6 @@ class BootstrapInterval(BaseModel):
     seed: int
     method: str = "percentile bootstrap over problems (paired)"
 
-
-class CostSummary(BaseModel):
-    """Totals from the ledger, with the per-role rows they came from."""
-
-    calls: int = 0
-    failed: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = Field(0.0, description="Null when some call's model has no price.")
-    unpriced_models: list[str] = Field(default_factory=list)
-    by_role: list[RoleTotals] = Field(default_factory=list)
-
-    @classmethod
-    def from_totals(cls, totals: Sequence[RoleTotals]) -> "CostSummary":
-        """Sum `Ledger.totals(...)` rows; one unpriced model makes the total unknown, not low."""
-        unpriced = sorted({t.model for t in totals if t.cost_usd is None})
-        return cls(
-            calls=sum(t.calls for t in totals),
-            failed=sum(t.failed for t in totals),
-            input_tokens=sum(t.input_tokens for t in totals),
-            output_tokens=sum(t.output_tokens for t in totals),
-            cost_usd=None if unpriced else sum(t.cost_usd or 0.0 for t in totals),
-            unpriced_models=unpriced,
-            by_role=list(totals),
-        )
 
 
 class EvalReport(BaseModel):
@@ -168,11 +144,6 @@ class DistillReport(BaseModel):
     created_at: datetime
 
 
-class ReportFiles(BaseModel):
-    json_path: Path
-    markdown_path: Path
-    plot_path: Path
-
 
 def paired_bootstrap(
     differences: Sequence[float],
@@ -186,6 +157,8 @@ def paired_bootstrap(
         raise InvalidInput(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}.")
     if not 1 <= resamples <= MAX_RESAMPLES:
         raise InvalidInput(f"resamples must be between 1 and {MAX_RESAMPLES:,}, got {resamples!r}.")
+    import numpy as np  # a second of import time: only when a report is made
+
     d = np.asarray(differences, dtype=float)
     if d.ndim != 1 or d.size == 0:
         raise InvalidInput("A bootstrap needs at least one paired difference.")
@@ -245,7 +218,7 @@ def evaluation_report(
         samples_per_problem=counts.pop() if len(counts) == 1 else None,
         with_library=_arm([p.with_library for p in pairs]),
         without_library=_arm([p.without_library for p in pairs]),
-        difference=float(np.mean(differences)),
+        difference=math.fsum(differences) / len(differences),
         interval=paired_bootstrap(differences, resamples=resamples, seed=seed, confidence=confidence),
         improved=sum(d > 0 for d in differences),
         worsened=sum(d < 0 for d in differences),
@@ -279,153 +252,50 @@ def epoch_stats(
     )
 
 
-def write_eval_report(report: EvalReport, directory: str | Path, *, stem: str = "report") -> ReportFiles:
-    """report.json, report.md and report.png in `directory` (created if missing)."""
-    files = _files(directory, stem)
-    _write(files.json_path, report.model_dump_json(indent=2) + "\n")
-    _write(files.markdown_path, eval_markdown(report, plot_name=files.plot_path.name))
-    plots.plot_evaluation(report, files.plot_path)
-    return files
-
-
-def write_distill_report(report: DistillReport, directory: str | Path, *, stem: str = "report") -> ReportFiles:
-    """report.json, report.md and report.png in `directory` (created if missing)."""
-    files = _files(directory, stem)
-    _write(files.json_path, report.model_dump_json(indent=2) + "\n")
-    _write(files.markdown_path, distill_markdown(report, plot_name=files.plot_path.name))
-    plots.plot_distillation(report, files.plot_path)
-    return files
-
-
-def eval_markdown(report: EvalReport, *, plot_name: str | None = "report.png") -> str:
-    r, ci = report, report.interval
-    size = [f"{n:,} {unit}" for n, unit in ((r.library_items, "items"), (r.library_tokens, "tokens")) if n is not None]
-    samples = f"{r.samples_per_problem} per arm" if r.samples_per_problem else "varies (see report.json)"
-    level = f"{ci.confidence * 100:g} %"
-    rows = [
-        ("Dataset", r.dataset),
-        ("Student", r.student),
-        ("Library", f"{r.library} v{r.library_version}" + (f" ({', '.join(size)})" if size else "")),
-        ("Problems", f"{r.n_problems:,}"),
-        ("Samples per problem", samples),
-        ("Accuracy with library", _accuracy(r.with_library)),
-        ("Accuracy without library", _accuracy(r.without_library)),
-        ("Difference (with − without)", f"{_pp(r.difference)}, {level} CI [{_pp(ci.low)}, {_pp(ci.high)}]"),
-        ("Problems improved / worsened / unchanged", f"{r.improved} / {r.worsened} / {r.unchanged}"),
-        *_cost_rows(r.cost),
-    ]
-    parts = [f"# Evaluation: {r.student} on {r.dataset}", "", _table(("", ""), rows), ""]
-    parts += [
-        (
-            f"The interval is a {ci.method}: {ci.resamples:,} resamples, seed {ci.seed}. "
-            "pp = percentage points. An interval that excludes 0 says the library changed accuracy "
-            "on problems like these."
-        ),
-        "",
-    ]
-    parts += _cost_by_role(r.cost)
-    if plot_name:
-        parts += [f"![Accuracy with and without the library]({plot_name})", ""]
-    parts += [f"_Generated {r.created_at:%Y-%m-%d %H:%M} UTC._", ""]
-    return "\n".join(parts)
-
-
-def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.png") -> str:
-    r = report
-    final = r.epochs[-1].library if r.epochs else r.initial
-    rows = [
-        ("Dataset", r.dataset),
-        ("Student", r.student),
-        ("Teacher", r.teacher),
-        ("Library", f"{r.library} v{final.version} ({final.items} items, {final.tokens:,} tokens)"),
-        ("Budget", f"{r.token_budget:,} tokens / {r.max_items} items, compression: {r.compression}"),
-        ("Epochs", f"{len(r.epochs)} of {r.epochs_planned} ({r.state})"),
-        ("Rollouts per problem", str(r.rollouts_per_problem)),
-        *([("Concurrency", str(r.concurrency))] if r.concurrency is not None else []),
-        *([("Job", r.job_id)] if r.job_id else []),
-        *_cost_rows(r.cost),
-    ]
-    header = ("Epoch", "Problems", "Rollouts", "Rollout accuracy", "All-correct groups", "Critiques",
-              "Compressions", "Library version", "Items", "Tokens")  # fmt: skip
-    epochs = [("0 (start)", "", "", "", "", "", "", str(r.initial.version), str(r.initial.items),
-               f"{r.initial.tokens:,}")]  # fmt: skip
-    for e in r.epochs:
-        accuracy = f"{e.accuracy * 100:.1f} % ({e.correct}/{e.rollouts})" if e.accuracy is not None else "–"
-        epochs.append((str(e.epoch), str(e.problems), str(e.rollouts), accuracy, str(e.all_correct_groups),
-                       str(e.critiques), str(e.compressions), str(e.library.version), str(e.library.items),
-                       f"{e.library.tokens:,}"))  # fmt: skip
-    parts = [f"# Distillation: {r.library} on {r.dataset}", "", _table(("", ""), rows), "", "## Per epoch", ""]
-    parts += [_table(header, epochs), ""]
-    parts += _cost_by_role(r.cost)
-    if plot_name:
-        parts += [f"![Rollout accuracy and library size per epoch]({plot_name})", ""]
-    parts += [f"_Generated {r.created_at:%Y-%m-%d %H:%M} UTC._", ""]
-    return "\n".join(parts)
-
-
 def _mean(grades: Sequence[bool]) -> float:
     return sum(grades) / len(grades)
 
 
 def _arm(grades: list[list[bool]]) -> ArmStats:
     return ArmStats(
-        accuracy=float(np.mean([_mean(g) for g in grades])),
+        accuracy=math.fsum(_mean(g) for g in grades) / len(grades),
         correct=sum(sum(g) for g in grades),
         samples=sum(len(g) for g in grades),
     )
 
 
-def _accuracy(arm: ArmStats) -> str:
-    return f"{arm.accuracy * 100:.1f} % ({arm.correct}/{arm.samples} samples)"
-
-
-def _pp(value: float) -> str:
-    # Round first so a difference of -0.0001 prints as +0.0, not -0.0.
-    points = round(value * 100, 1) + 0.0
-    return f"{points:+.1f} pp"
-
-
-def _cost_rows(cost: CostSummary) -> list[tuple[str, str]]:
-    if cost.cost_usd is not None:
-        dollars = f"${cost.cost_usd:,.4f}"
-    else:
-        dollars = f"unknown: no price for {', '.join(cost.unpriced_models)} (set one in the price table)"
-    failed = f" ({cost.failed} failed)" if cost.failed else ""
-    return [
-        ("Model calls", f"{cost.calls:,}{failed}"),
-        ("Tokens in / out", f"{cost.input_tokens:,} / {cost.output_tokens:,}"),
-        ("Cost", dollars),
-    ]
-
-
-def _cost_by_role(cost: CostSummary) -> list[str]:
-    if not cost.by_role:
-        return []
-    rows = [
-        (t.role, t.model, f"{t.calls:,}", f"{t.input_tokens:,}", f"{t.output_tokens:,}",
-         f"${t.cost_usd:,.4f}" if t.cost_usd is not None else "unknown")
-        for t in cost.by_role
-    ]  # fmt: skip
-    return ["## Cost by role", "", _table(("Role", "Model", "Calls", "Tokens in", "Tokens out", "Cost"), rows), ""]
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def line(cells: Sequence[str]) -> str:
-        # A '|' inside a model or dataset name would split the cell.
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
-
-
-def _files(directory: str | Path, stem: str) -> ReportFiles:
-    folder = Path(directory).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    return ReportFiles(
-        json_path=folder / f"{stem}.json", markdown_path=folder / f"{stem}.md", plot_path=folder / f"{stem}.png"
+async def distill_report(store: Store, ledger: Ledger, job: Job) -> DistillReport:
+    """The job as a distillation report: per-epoch accuracy and library size, and its cost."""
+    state = await store.library_state(job.params.library)
+    start = await store.version(job.params.library, job.start_version) if job.start_version else None
+    snapshot = start.snapshot if start else []
+    initial = LibrarySize(
+        version=job.start_version,
+        items=len(snapshot),
+        tokens=count_tokens(experience_prompt((i.id, i.text) for i in snapshot), state.settings.encoding),
     )
-
-
-def _write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    return DistillReport(
+        dataset=job.dataset,
+        student=job.params.student,
+        teacher=job.params.teacher,
+        library=job.params.library,
+        job_id=job.id,
+        state={"done": "finished"}.get(job.state, job.state),
+        epochs_planned=job.params.epochs,
+        rollouts_per_problem=job.params.rollouts,
+        concurrency=job.params.concurrency,
+        compression=job.params.compression,
+        token_budget=state.settings.token_budget,
+        max_items=state.settings.max_items,
+        initial=initial,
+        epochs=[
+            EpochStats(
+                epoch=e.epoch + 1, problems=e.attempts // job.params.rollouts, rollouts=e.attempts, correct=e.correct,
+                all_correct_groups=e.all_correct_groups, critiques=e.critiques, compressions=e.compressions,
+                library=LibrarySize(version=e.version, items=e.items, tokens=e.tokens),
+            )
+            for e in job.epochs
+        ],
+        cost=CostSummary.from_totals(await ledger.totals(job_id=job.id)),
+        created_at=datetime.now(UTC),
+    )

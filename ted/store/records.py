@@ -6,12 +6,13 @@ a message naming the field and the limit, before anything touches the database.
 """
 
 import math
+import os
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, WithJsonSchema, computed_field
 
-from ted.errors import InvalidInput
+from ted.errors import ConfigError, InvalidInput
 
 MAX_TASK_CHARS = 100_000
 MAX_TRAJECTORY_CHARS = 1_000_000
@@ -74,6 +75,10 @@ class LibrarySettings(BaseModel):
     max_items: int = Field(15, ge=1, le=1000)
     encoding: Literal["cl100k_base"] = "cl100k_base"
 
+    def over_budget(self, items: int, tokens: int) -> bool:
+        """Whether a library of `items` lessons whose prompt counts `tokens` breaks this budget."""
+        return items > self.max_items or tokens > self.token_budget
+
 
 class Experience(BaseModel):
     id: str
@@ -102,6 +107,45 @@ class LibraryState(BaseModel):
     teacher_model: str | None
     student_model: str | None
     experiences: list[Experience]
+
+    def model_for(self, role: Literal["teacher", "student"], given: str | None = None) -> str:
+        """The model for a role: the one given, else the library's own, else TED_TEACHER / TED_STUDENT."""
+        name = given or getattr(self, f"{role}_model") or os.environ.get(f"TED_{role.upper()}")
+        if not name:
+            raise ConfigError(
+                f"No {role} model is configured for library {self.name!r}: set TED_{role.upper()}=provider:model "
+                "(e.g. anthropic:claude-sonnet-4-5 or openai:gpt-4.1) in the server's environment, or run "
+                f"`ted config {self.name} --{role} provider:model`."
+            )
+        return name
+
+
+class NewAttempt(BaseModel):
+    """An attempt as the store records it: graded already, and placed in a job when a job made it."""
+
+    task_id: str
+    task: str
+    images: list[str] = Field(default_factory=list)
+    trajectory: str
+    answer: str | None = None
+    ground_truth: str | None = None
+    correct: bool | None = None
+    graded_by: str | None = None
+    model: str | None = None
+    job_id: str | None = None
+    epoch: int | None = None
+    problem_id: str | None = None
+    rollout: int | None = None
+
+
+class CitationsCounted(BaseModel):
+    """What recording an attempt did to the usage counts of the lessons it cited."""
+
+    attempt_id: int
+    counted_ids: list[str] = Field(description="Experiences whose usage count went up by one.")
+    redirected: dict[str, str] = Field(description="Cited ids that were merged away → the id that was counted.")
+    unknown_ids: list[str] = Field(description="Cited ids that are not active in this library; not counted.")
+    usage_counts: dict[str, int] = Field(description="Usage counts of the counted experiences after this attempt.")
 
 
 class AttemptRecord(BaseModel):
@@ -212,18 +256,13 @@ class ExperiencePrompt(BaseModel):
     task_id: str | None = Field(None, description="The id `record_attempt` will give this task if you pass none.")
 
 
-class AttemptResult(BaseModel):
+class AttemptResult(CitationsCounted):
     """The reply of `record_attempt`."""
 
-    attempt_id: int
     library: str
     task_id: str
     correct: bool | None = Field(description="The grade; null when there was no ground truth and no outcome.")
     graded_by: Literal["math", "choice", "exact", "caller"] | None
-    counted_ids: list[str] = Field(description="Experiences whose usage count went up by one.")
-    redirected: dict[str, str] = Field(description="Cited ids that were merged away → the id that was counted.")
-    unknown_ids: list[str] = Field(description="Cited ids that are not active in this library; not counted.")
-    usage_counts: dict[str, int] = Field(description="Usage counts of the counted experiences after this attempt.")
 
 
 class LibrarySummary(BaseModel):

@@ -1,6 +1,6 @@
 """Critique: the teacher turns a task's recorded attempts into general lessons.
 
-Three teacher steps, each reusable by the batch loop (`ted.distill`):
+Three teacher steps, each reusable by the batch loop (`ted.runs.distill`):
 
 1. `solve` — the teacher solves the task once per (task, teacher) and the solution is cached,
    so later critiques and epochs never pay for it again.
@@ -9,7 +9,7 @@ Three teacher steps, each reusable by the batch loop (`ted.distill`):
 3. `critique_reply` — the teacher sees the graded chains, its own chain, the reference (ground
    truth, else its solution and the recorded outcomes) and the library, and proposes typed
    operations on stable ids. `validate_critique` checks them (ids, contradictions, duplicates,
-   `ted.safety`); what survives is applied in one transaction together with the critique
+   `ted.gate`); what survives is applied in one transaction together with the critique
    record and the attempts it covered.
 
 A library the critique would leave over budget is compressed by the same teacher, and that
@@ -25,14 +25,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ted.compression import CompressionResult, Dropped, Simulation, compress_library, plan_compression
-from ted.database import timestamp
 from ted.errors import Conflict, InvalidInput
+from ted.gate import lesson_problem
 from ted.ledger import Ledger
-from ted.library import task_id_for
 from ted.llm.base import Message, Model
 from ted.llm.structured import structured
-from ted.models import AddOp, AttemptRecord, DeleteOp, LibraryState, Operation, RewriteOp
 from ted.prompts import (
     CRITIQUE_SYSTEM,
     SUMMARISE_SYSTEM,
@@ -41,9 +38,12 @@ from ted.prompts import (
     summarise_prompt,
     teacher_solve_prompt,
 )
-from ted.replies import AddLesson, Chain, ChainSet, CritiqueReply, DropLesson
-from ted.safety import lesson_problem
 from ted.store import Store
+from ted.store.database import timestamp
+from ted.store.records import AddOp, AttemptRecord, DeleteOp, LibraryState, Operation, RewriteOp
+from ted.tasks import task_id_for
+from ted.teacher.compression import CompressionResult, Dropped, Simulation, compress_library, plan_compression
+from ted.teacher.replies import AddLesson, Chain, ChainSet, CritiqueReply, DropLesson
 
 # A trace longer than this is shown to the teacher as its head and tail: the start says how
 # the attempt set out, the end what it concluded, and the prompt stays bounded.

@@ -15,7 +15,7 @@ import aiosqlite
 import platformdirs
 
 from ted.errors import StoreError
-from ted.migrations import MIGRATIONS
+from ted.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 30_000
 

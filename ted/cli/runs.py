@@ -15,21 +15,21 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ted import jobs
-from ted.datasets import load_dataset
-from ted.distill import estimate, run_job
-from ted.errors import InvalidInput, TedError
-from ted.evaluate import evaluate
-from ted.jobs import DistillParams, Job
+from ted.errors import InvalidInput
 from ted.ledger import Ledger
-from ted.library import model_name
 from ted.llm.base import Model
 from ted.llm.registry import get_model
-from ted.report import write_distill_report, write_eval_report
+from ted.runs import jobs
+from ted.runs.datasets import load_dataset
+from ted.runs.distill import run_job
+from ted.runs.evaluate import evaluate
+from ted.runs.jobs import Job
+from ted.runs.prepare import create_job, prepare_job, prepare_resume
+from ted.runs.report import distill_report
+from ted.runs.report_files import write_distill_report, write_eval_report
 from ted.store import Store
 
 
@@ -73,42 +73,31 @@ async def _closing_models() -> AsyncIterator[Callable[[str], Model]]:
 async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
     ledger = Ledger(store)
     if args.resume:
-        # Claimed before anything is printed or changed: a finished job, or one that another live
-        # process runs, is refused here with the reason. run_job's own claim then finds the lease ours.
-        before = await jobs.get(store, args.resume)
-        await jobs.claim(store, args.resume, jobs.this_process())
-        try:
-            job = await jobs.raise_caps(store, args.resume, max_cost_usd=args.max_cost, max_tokens=args.max_tokens)
-        except TedError:
-            # Refused caps: the job goes back as it was, not "running" with nobody running it.
-            await jobs.finish(store, args.resume, before.state, before.error)
-            raise
+        # Claimed before anything is printed: a finished job, or one that another live process
+        # runs, is refused here with the reason. run_job's own claim then finds the lease ours.
+        await prepare_resume(store, get_model, args.resume)
+        job = await jobs.reopen(
+            store, args.resume, jobs.this_process(), max_cost_usd=args.max_cost, max_tokens=args.max_tokens
+        )
     else:
         if not (args.dataset and args.library):
             raise InvalidInput("ted distill needs --dataset FILE and --library NAME (or --resume JOB).")
-        data = await load_dataset(args.dataset, limit=args.limit)
-        state = await jobs.library_for(store, args.library)  # --estimate creates nothing
-        try:
-            params = DistillParams(
-                library=args.library, student=model_name(state, "student", args.student),
-                teacher=model_name(state, "teacher", args.teacher), epochs=args.epochs, rollouts=args.rollouts,
-                concurrency=args.concurrency, compression=args.compression, critique_all=args.critique_all,
-                max_cost_usd=args.max_cost, max_tokens=args.max_tokens,
-            )  # fmt: skip
-        except ValidationError as e:
-            error = e.errors()[0]
-            raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}.") from None
-        guess = estimate(params, data.problems, state.settings.encoding)
+        prepared = await prepare_job(
+            store, get_model, await load_dataset(args.dataset, limit=args.limit), library=args.library,
+            student=args.student, teacher=args.teacher, check_models=not args.estimate, field=_flag,
+            epochs=args.epochs, rollouts=args.rollouts, concurrency=args.concurrency, compression=args.compression,
+            critique_all=args.critique_all, max_cost_usd=args.max_cost, max_tokens=args.max_tokens,
+        )
+        params, guess = prepared.params, prepared.estimate
         out.print(
-            f"{len(data.problems)} problems × {params.epochs} epochs × {params.rollouts} rollouts: at most "
+            f"{guess.problems} problems × {params.epochs} epochs × {params.rollouts} rollouts: at most "
             f"{guess.student_calls:,} student and {guess.teacher_calls:,} teacher calls, up to about "
-            f"{guess.input_tokens:,} tokens in and {guess.output_tokens:,} out.", markup=False,
-        )  # fmt: skip
+            f"{guess.input_tokens:,} tokens in and {guess.output_tokens:,} out.",
+            markup=False,
+        )
         if args.estimate:
             return
-        for name in (params.student, params.teacher):
-            get_model(name)  # a missing key fails here, naming its variable
-        job = await jobs.create(store, params, data.problems, str(data.path or data.name))
+        job = await create_job(store, prepared)
     out.print(f"Job {job.id} on library {job.params.library} (resume with: ted distill --resume {job.id})")
 
     total = job.problems_total * job.params.epochs
@@ -121,7 +110,7 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
 
         async with _closing_models() as models:
             job = await run_job(store, ledger, models, job.id, on_progress=show)
-    report = await jobs.report(store, ledger, job)
+    report = await distill_report(store, ledger, job)
     files = write_distill_report(report, args.report or Path("ted-reports") / job.id)
     out.print(f"Job {job.id} {job.state}" + (f": {job.error}" if job.error else "."), markup=False)
     for e in report.epochs:
@@ -140,7 +129,7 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
     state = await store.library_state(args.library)  # evaluating a library that does not exist is a typo
     total = len(data.problems) * 2 * args.samples
     async with _closing_models() as models:
-        student = models(model_name(state, "student", args.student))
+        student = models(state.model_for("student", args.student))
         with _progress(out) as bar:
             task = bar.add_task("evaluating", total=total, status="")
             right = {"n": 0, "ok": 0}
@@ -163,6 +152,11 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
         f"{report.difference:+.1%} (95% CI {ci.low:+.1%} to {ci.high:+.1%}). Report: {files.markdown_path}",
         markup=False,
     )
+
+
+def _flag(field: str) -> str:
+    """A DistillParams field as the option that sets it."""
+    return {"max_cost_usd": "--max-cost"}.get(field, "--" + field.replace("_", "-"))
 
 
 def add_commands(command) -> None:

@@ -17,16 +17,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ted.database import timestamp
-from ted.datasets import Problem
-from ted.errors import InvalidInput, NotFound
-from ted.ledger import Ledger
-from ted.models import LibraryName, LibrarySettings, LibraryState
+from ted.errors import InvalidInput, NotFound, TedError, invalid_input
+from ted.ledger import CostSummary, Ledger
 from ted.pricing import cost_usd
-from ted.prompts import experience_prompt
-from ted.report import CostSummary, DistillReport, EpochStats, LibrarySize
+from ted.runs.datasets import Problem
 from ted.store import Store
-from ted.tokens import count_tokens
+from ted.store.database import timestamp
+from ted.store.records import LibraryName, LibrarySettings, LibraryState
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled", "stopped"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "stopped"})
@@ -237,12 +234,26 @@ async def raise_caps(store: Store, job_id: str, *, max_cost_usd: float | None, m
     try:
         params = DistillParams.model_validate({**job.params.model_dump(), **changes})
     except ValidationError as e:
-        error = e.errors()[0]
-        raise InvalidInput(f"Invalid cap {error['loc'][0]}={error['input']!r}: {error['msg'].lower()}.") from None
+        raise invalid_input(e, "Invalid cap") from None
     _check_priced(params)
     async with store.transaction() as db:
         await db.execute("UPDATE jobs SET params = ? WHERE id = ?", (params.model_dump_json(), job_id))
     return await get(store, job_id)
+
+
+async def reopen(store: Store, job_id: str, owner: str, *, max_cost_usd: float | None, max_tokens: int | None) -> Job:
+    """Take a failed, stopped or interrupted job back for `owner`, with new caps if given.
+
+    Raises InvalidInput when it cannot be resumed (finished, or held by another live process);
+    a refused cap puts the job back as it was, not "running" with nobody running it.
+    """
+    before = await get(store, job_id)
+    await claim(store, job_id, owner)
+    try:
+        return await raise_caps(store, job_id, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+    except TedError:
+        await finish(store, job_id, before.state, before.error)
+        raise
 
 
 async def renew(store: Store, job_id: str, owner: str) -> bool:
@@ -316,40 +327,3 @@ async def listed(store: Store, limit: int = 50) -> list[Job]:
         "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
     ) as cursor:
         return [_job(r) for r in await cursor.fetchall()]
-
-
-async def report(store: Store, ledger: Ledger, job: Job) -> DistillReport:
-    """The job as a distillation report: per-epoch accuracy and library size, and its cost."""
-    state = await store.library_state(job.params.library)
-    start = await store.version(job.params.library, job.start_version) if job.start_version else None
-    snapshot = start.snapshot if start else []
-    initial = LibrarySize(
-        version=job.start_version,
-        items=len(snapshot),
-        tokens=count_tokens(experience_prompt((i.id, i.text) for i in snapshot), state.settings.encoding),
-    )
-    return DistillReport(
-        dataset=job.dataset,
-        student=job.params.student,
-        teacher=job.params.teacher,
-        library=job.params.library,
-        job_id=job.id,
-        state={"done": "finished"}.get(job.state, job.state),
-        epochs_planned=job.params.epochs,
-        rollouts_per_problem=job.params.rollouts,
-        concurrency=job.params.concurrency,
-        compression=job.params.compression,
-        token_budget=state.settings.token_budget,
-        max_items=state.settings.max_items,
-        initial=initial,
-        epochs=[
-            EpochStats(
-                epoch=e.epoch + 1, problems=e.attempts // job.params.rollouts, rollouts=e.attempts, correct=e.correct,
-                all_correct_groups=e.all_correct_groups, critiques=e.critiques, compressions=e.compressions,
-                library=LibrarySize(version=e.version, items=e.items, tokens=e.tokens),
-            )
-            for e in job.epochs
-        ],
-        cost=CostSummary.from_totals(await ledger.totals(job_id=job.id)),
-        created_at=_now(),
-    )

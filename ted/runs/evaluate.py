@@ -12,16 +12,14 @@ from collections.abc import Callable
 
 import anyio
 
-from ted.datasets import Problem
-from ted.distill import student_messages
 from ted.errors import InvalidInput, ModelError
-from ted.grading import final_answer, grade
 from ted.ledger import Ledger
-from ted.library import task_id_for
 from ted.llm.base import Model
-from ted.prompts import student_system
-from ted.report import EvalReport, PairedOutcome, evaluation_report
+from ted.runs.datasets import Problem
+from ted.runs.report import EvalReport, PairedOutcome, evaluation_report
+from ted.runs.student import answer
 from ted.store import Store
+from ted.tasks import task_id_for
 
 Tick = Callable[[bool], None]
 
@@ -47,7 +45,7 @@ async def evaluate(
     prompt = await store.experience_prompt(library)
     eval_id = "eval-" + uuid.uuid4().hex[:12]
     limiter = anyio.CapacityLimiter(concurrency)
-    arms = {"with": student_system(prompt.prompt), "without": student_system("")}
+    arms = {"with": prompt.prompt, "without": ""}
     grades: dict[tuple[str, str], list[bool]] = {(p.id, arm): [False] * samples for p in problems for arm in arms}
     failures: list[ModelError] = []
 
@@ -57,14 +55,11 @@ async def evaluate(
                 student, "student", library=library, task_id=task_id_for(problem.question), job_id=eval_id
             )
             try:
-                completion = await model.complete(student_messages(problem), system=arms[arm], max_tokens=max_tokens)
+                correct = (await answer(model, problem, arms[arm], max_tokens=max_tokens)).grade.correct
             except ModelError as e:
                 # Counted wrong, not dropped: dropping would flatter the arm that failed more.
                 failures.append(e)
                 correct = False
-            else:
-                answer = final_answer(completion.text)
-                correct = answer is not None and grade(answer, problem.answer)[0]
         grades[problem.id, arm][k] = correct
         if on_sample:
             on_sample(correct)

@@ -31,15 +31,14 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from ted import library as lib
-from ted import transfer
-from ted.cli_runs import add_commands
-from ted.database import default_db_path
+from ted import agent, transfer
+from ted.cli.runs import add_commands
 from ted.errors import InvalidInput, TedError
 from ted.ledger import Ledger
 from ted.llm.registry import split_name
-from ted.models import ChangeResult, LibraryList, library_name
 from ted.store import Store
+from ted.store.database import default_db_path
+from ted.store.records import ChangeResult, LibraryList, library_name
 
 
 async def libraries(store: Store, args: argparse.Namespace, out: Console) -> None:
@@ -85,7 +84,7 @@ async def show(store: Store, args: argparse.Namespace, out: Console) -> None:
 
 
 async def add(store: Store, args: argparse.Namespace, out: Console) -> None:
-    result = await lib.add_experience(store, args.library, args.text, source="cli")
+    result = await agent.add_experience(store, args.library, args.text, source="cli")
     _report(out, result, f"Added {result.operations[0].id} to {args.library}")
 
 
@@ -101,7 +100,7 @@ async def history(store: Store, args: argparse.Namespace, out: Console) -> None:
 
 
 async def diff(store: Store, args: argparse.Namespace, out: Console) -> None:
-    d = await lib.diff(store, args.library, args.a, args.b)
+    d = await agent.diff(store, args.library, args.a, args.b)
     if args.json:
         return _print_json(d)
     out.print(f"{args.library}: version {d.from_version} → {d.to_version}")
@@ -116,7 +115,7 @@ async def diff(store: Store, args: argparse.Namespace, out: Console) -> None:
 
 
 async def rollback(store: Store, args: argparse.Namespace, out: Console) -> None:
-    result = await lib.rollback(store, args.library, args.version)
+    result = await agent.rollback(store, args.library, args.version)
     _report(out, result, f"Rolled {args.library} back to the content of version {args.version}")
 
 

@@ -20,7 +20,6 @@ A batch is applied whole or not at all, so a crash, a cancel or a model failure 
 half of one in the library.
 """
 
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,22 +27,21 @@ from dataclasses import dataclass
 import anyio
 from pydantic import BaseModel
 
-from ted import jobs
 from ted.citations import cited_ids
-from ted.compression import CompressionPlanned, Simulation, plan_compression
-from ted.critique import chains_for, critique_reply, record_critique, solve, validate_critique
-from ted.datasets import Problem
 from ted.errors import Conflict, InvalidReply, TedError
-from ted.grading import final_answer, grade
-from ted.jobs import DistillParams, EpochProgress, Job
 from ted.ledger import Ledger
-from ted.library import task_id_for
-from ted.llm.base import ImagePart, Message, Model
-from ted.models import AttemptRecord, LibraryState, Operation
-from ted.prompts import experience_prompt, student_system
-from ted.replies import CritiqueReply
+from ted.llm.base import Model
+from ted.prompts import experience_prompt
+from ted.runs import jobs
+from ted.runs.datasets import Problem
+from ted.runs.jobs import DistillParams, EpochProgress, Job
+from ted.runs.student import answer
 from ted.store import Store
-from ted.tokens import count_tokens
+from ted.store.records import AttemptRecord, LibraryState, NewAttempt, Operation
+from ted.tasks import task_id_for
+from ted.teacher.compression import CompressionPlanned, Simulation, plan_compression
+from ted.teacher.critique import chains_for, critique_reply, record_critique, solve, validate_critique
+from ted.teacher.replies import CritiqueReply
 
 Progress = Callable[[Job], Awaitable[None]]
 Ending = tuple[jobs.JobState, str | None]
@@ -56,48 +54,6 @@ class Proposal(BaseModel):
     problem: Problem
     attempts: list[AttemptRecord]
     reply: CritiqueReply | None = None
-
-
-class Estimate(BaseModel):
-    """An upper bound on model calls and a rough token figure, before a job starts."""
-
-    problems: int
-    student_calls: int
-    teacher_calls: int
-    input_tokens: int
-    output_tokens: int
-    note: str = (
-        "Teacher calls are an upper bound (every group critiqued, every batch compressed); groups whose "
-        "rollouts are all correct skip the critique, so a good student costs less. Tokens assume "
-        "~400-token student answers."
-    )
-
-
-def estimate(
-    params: DistillParams, problems: list[Problem], encoding: str = "cl100k_base", token_budget: int = 4000
-) -> Estimate:
-    n, e, r = len(problems), params.epochs, params.rollouts
-    question = sum(count_tokens(p.question, encoding) for p in problems) / max(n, 1)
-    budget = token_budget  # the library at its largest, in every student prompt and compression
-    student_in = (question + budget + 150) * n * e * r
-    batches = math.ceil(n / params.concurrency) * e
-    # solve once per problem; summarise + critique per group and epoch; at most one compression per batch.
-    teacher_calls = n + 2 * n * e + (batches if params.compression == "teacher" else 0)
-    teacher_in = n * question + n * e * (question + r * 500 + 600) * 2 + batches * budget * 1.5
-    teacher_out = n * 600 + n * e * (150 * (r + 1) + 300) + batches * budget
-    return Estimate(
-        problems=n,
-        student_calls=n * e * r,
-        teacher_calls=teacher_calls,
-        input_tokens=round(student_in + teacher_in),
-        output_tokens=round(400 * n * e * r + teacher_out),
-    )
-
-
-def student_messages(problem: Problem) -> list[Message]:
-    images = [ImagePart(url=ref) if "://" in ref or ref.startswith("data:") else ImagePart.from_path(ref)
-              for ref in problem.images]  # fmt: skip
-    return [Message.user(problem.question, *images)]
 
 
 @dataclass
@@ -192,20 +148,15 @@ class Distillation:
         }
 
         async def attempt(rollout: int) -> None:
-            student = self._bind(self.student, "student", problem, f"e{epoch}/{problem.id}/r{rollout}")
-            completion = await student.complete(
-                student_messages(problem), system=student_system(prompt), max_tokens=self.params.student_max_tokens
+            model = self._bind(self.student, "student", problem, f"e{epoch}/{problem.id}/r{rollout}")
+            reply = await answer(model, problem, prompt, max_tokens=self.params.student_max_tokens)
+            attempt = NewAttempt(
+                task_id=task_id_for(problem.question), task=problem.question, images=list(problem.images),
+                trajectory=reply.text, answer=reply.answer, ground_truth=problem.answer, correct=reply.grade.correct,
+                graded_by=reply.grade.method, model=self.student.name, job_id=self.job.id, epoch=epoch,
+                problem_id=problem.id, rollout=rollout,
             )
-            answer = final_answer(completion.text)
-            correct, graded_by = grade(answer, problem.answer) if answer is not None else (False, "exact")
-            await self.store.record_attempt(
-                self.params.library,
-                {"task_id": task_id_for(problem.question), "task": problem.question, "images": list(problem.images),
-                 "trajectory": completion.text, "answer": answer, "ground_truth": problem.answer, "correct": correct,
-                 "graded_by": graded_by, "model": self.student.name, "job_id": self.job.id, "epoch": epoch,
-                 "problem_id": problem.id, "rollout": rollout},
-                cited_ids(completion.text, ()),
-            )  # fmt: skip
+            await self.store.record_attempt(self.params.library, attempt, cited_ids(reply.text, ()))
 
         missing = [r for r in range(self.params.rollouts) if r not in stored]
         if missing:

@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 
 from ted.errors import InvalidInput
-from ted.models import AddOp, DeleteOp, LibrarySettings, MergeOp, Operation, RestoreOp, RewriteOp
+from ted.store.records import AddOp, DeleteOp, LibrarySettings, MergeOp, Operation, RestoreOp, RewriteOp
 from ted.tokens import count_tokens
 
 

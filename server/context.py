@@ -1,0 +1,28 @@
+"""What every tool shares, opened once in the server's lifespan, and how a tool reaches it."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mcp.server.mcpserver import Context
+from ted_server.runner import JobRunner
+
+from ted.ledger import Ledger
+from ted.llm.base import Model
+from ted.store import Store
+from ted.store.records import LibraryState
+
+
+@dataclass
+class Ted:
+    store: Store
+    ledger: Ledger
+    models: Callable[[str], Model]
+    runner: JobRunner
+
+    def teacher(self, state: LibraryState) -> Model:
+        """The library's own teacher, else `TED_TEACHER`; resolved per call so keys are read late."""
+        return self.models(state.model_for("teacher"))
+
+
+def ted(ctx: Context) -> Ted:
+    return ctx.request_context.lifespan_context

@@ -1,0 +1,136 @@
+"""The tools for distillation jobs: start one over a dataset, follow it, cancel it."""
+
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.mcpserver import Context
+from pydantic import BaseModel, Field
+from ted_server.context import ted
+
+from ted.errors import InvalidInput
+from ted.runs import jobs
+from ted.runs.datasets import dataset_from_items, load_dataset
+from ted.runs.jobs import Compression, JobStatus
+from ted.runs.prepare import Estimate, create_job, prepare_job, prepare_resume
+from ted.store.records import LibraryName
+
+JobId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DistillStarted(BaseModel):
+    started: bool
+    estimate: Estimate
+    job: JobStatus | None
+
+
+async def distill_batch(
+    ctx: Context,
+    dataset: Annotated[
+        str | list[dict[str, Any]] | None,
+        Field(
+            description="A JSONL file on the server's machine (absolute path), or a list of items "
+            "{id, question, answer, images?}. Not needed with `resume`."
+        ),
+    ] = None,
+    library: LibraryName = "default",
+    epochs: Annotated[int, Field(ge=1, le=100)] = 3,
+    rollouts: Annotated[int, Field(ge=1, le=64, description="Student attempts per problem and epoch.")] = 5,
+    concurrency: Annotated[int, Field(ge=1, le=256, description="Problems in flight; 1 = strict order.")] = 8,
+    student: Annotated[str | None, Field(description="provider:model; default: the library's, else TED_STUDENT.")] = None,
+    teacher: Annotated[str | None, Field(description="provider:model; default: the library's, else TED_TEACHER.")] = None,
+    compression: Annotated[
+        Compression, Field(description="teacher (the method); none, truncate, random reproduce the ablations.")
+    ] = "teacher",
+    critique_all: Annotated[bool, Field(description="Critique groups whose rollouts were all correct too.")] = False,
+    limit: Annotated[int | None, Field(ge=1, description="Use only the first `limit` problems.")] = None,
+    max_cost_usd: Annotated[float | None, Field(gt=0, description="Stop cleanly at this cost.")] = None,
+    max_tokens: Annotated[int | None, Field(gt=0, description="Stop cleanly at this many tokens.")] = None,
+    estimate_only: Annotated[bool, Field(description="Return the estimate without starting.")] = False,
+    resume: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="The id of a failed, stopped or interrupted job to "
+            "resume instead of starting one; of the other arguments only the caps apply.",
+        ),
+    ] = None,
+) -> DistillStarted:
+    """Start the whole TED loop over a dataset as a background job; returns its id at once.
+
+    Each epoch the student answers every problem `rollouts` times with the library in its
+    prompt; the teacher critiques the groups with wrong answers and the library is
+    compressed to its budget. Follow it with get_job (wait=true to receive progress),
+    stop it with cancel_job, and continue a failed or stopped one with resume=<job id>
+    (calls already paid for are not repeated). The reply carries an estimate of calls and tokens.
+    """
+    shared = ted(ctx)
+    if resume is not None:
+        prepared = await prepare_resume(shared.store, shared.models, resume)
+        await shared.runner.resume(resume, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+        job_id = resume
+    else:
+        if dataset is None:
+            raise InvalidInput("Give a dataset (a JSONL file's path or a list of items), or a job id as `resume`.")
+        if isinstance(dataset, str):
+            data = await load_dataset(dataset, limit=limit)
+        else:
+            data = await dataset_from_items(dataset, limit=limit)
+        prepared = await prepare_job(
+            shared.store, shared.models, data, library=library, student=student, teacher=teacher,
+            check_models=not estimate_only, epochs=epochs, rollouts=rollouts, concurrency=concurrency,
+            compression=compression, critique_all=critique_all, max_cost_usd=max_cost_usd, max_tokens=max_tokens,
+        )
+        if estimate_only:
+            return DistillStarted(started=False, estimate=prepared.estimate, job=None)
+        job_id = (await create_job(shared.store, prepared)).id
+        shared.runner.start(job_id)
+    status = await jobs.status(shared.store, shared.ledger, job_id)
+    return DistillStarted(started=True, estimate=prepared.estimate, job=status)
+
+
+async def get_job(
+    ctx: Context,
+    job_id: JobId,
+    wait: Annotated[bool, Field(description="Wait until the job ends (or `timeout`), sending progress.")] = False,
+    timeout: Annotated[float, Field(gt=0, le=3600, description="Seconds to wait at most.")] = 300,
+) -> JobStatus:
+    """State, progress (problems done / total, epoch), cost so far, library version and error of a job.
+
+    With wait=true the call returns when the job ends or after `timeout` seconds, and
+    sends progress notifications: where the job stands at once, then after every batch.
+    """
+    shared = ted(ctx)
+
+    async def report(status: JobStatus) -> None:
+        epochs = status.params.epochs
+        await ctx.report_progress(
+            status.problems_done,
+            status.problems_total * epochs,
+            f"epoch {min(status.epoch + 1, epochs)}/{epochs}, library v{status.library_version}, {status.state}",
+        )
+
+    seen = shared.runner.generation(job_id)  # before the read: a change after it is waited for
+    status = await jobs.status(shared.store, shared.ledger, job_id)
+    if not wait or status.finished:
+        return status
+    with anyio.move_on_after(timeout):
+        await report(status)
+        while not status.finished:
+            await shared.runner.wait_for_change(job_id, seen, timeout)
+            seen = shared.runner.generation(job_id)
+            previous, status = status, await jobs.status(shared.store, shared.ledger, job_id)
+            if (status.problems_done, status.state) != (previous.problems_done, previous.state):
+                await report(status)
+    return status
+
+
+async def cancel_job(ctx: Context, job_id: JobId) -> JobStatus:
+    """Stop a job cleanly: the batch in flight is dropped, everything applied before it stays.
+
+    Returns once the job has stopped; a job run by another server process stops when that
+    process next looks (cancel_requested is then true and get_job shows it end).
+    """
+    shared = ted(ctx)
+    await shared.runner.cancel(job_id)
+    return await jobs.status(shared.store, shared.ledger, job_id)

@@ -1,0 +1,104 @@
+"""The tools an agent uses before and after every task: read the library, record an attempt,
+add a lesson, list the libraries, roll back. No model is called."""
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, TextContent
+from pydantic import Field
+from ted_server.context import ted
+
+from ted import agent
+from ted.store.records import (
+    MAX_CITED_IDS,
+    AnswerText,
+    AttemptResult,
+    ChangeResult,
+    ExperienceId,
+    ExperiencePrompt,
+    ExperienceText,
+    LibraryList,
+    LibraryName,
+    TaskId,
+    TaskText,
+    TrajectoryText,
+)
+
+
+async def get_experiences(
+    ctx: Context,
+    library: LibraryName = "default",
+    task: Annotated[TaskText | None, Field(description="The task you are about to solve (optional).")] = None,
+) -> Annotated[CallToolResult, ExperiencePrompt]:
+    """Read the experience library before you solve a task.
+
+    Returns `prompt`, the lessons to put before your own instructions (empty when nothing
+    has been learned yet), the items with their ids and usage counts, the library version,
+    its token count and budget. Cite a lesson as [E3] when you apply it.
+    """
+    prompt = await agent.get_experiences(ted(ctx).store, library, task)
+    # The text block mirrors the structured content as compact JSON: the SDK's default
+    # (indented) nearly doubles the reply of the call every agent makes before every task.
+    return CallToolResult(
+        content=[TextContent(type="text", text=prompt.model_dump_json())],
+        structured_content=prompt.model_dump(mode="json"),
+    )
+
+
+async def record_attempt(
+    ctx: Context,
+    task: TaskText,
+    trajectory: TrajectoryText,
+    answer: AnswerText | None = None,
+    library: LibraryName = "default",
+    task_id: TaskId | None = None,
+    ground_truth: AnswerText | None = None,
+    correct: Annotated[bool | None, Field(description="Your verdict when there is no ground truth.")] = None,
+    used_experience_ids: Annotated[list[ExperienceId], Field(max_length=MAX_CITED_IDS)] = [],
+    model: Annotated[str | None, Field(max_length=200, description="The model that made the attempt.")] = None,
+) -> AttemptResult:
+    """Record one attempt at a task, after you solved it.
+
+    Pass your reasoning as `trajectory` (citing lessons as [E3]) and your final `answer`.
+    With a `ground_truth` the attempt is graded and the grade returned; otherwise pass
+    `correct` if you learned the outcome. Each cited experience, from `used_experience_ids`
+    and from [E#] citations in the trajectory, counts one use. Unknown ids are reported back.
+    """
+    return await agent.record_attempt(
+        ted(ctx).store,
+        library=library,
+        task=task,
+        trajectory=trajectory,
+        answer=answer,
+        task_id=task_id,
+        ground_truth=ground_truth,
+        correct=correct,
+        used_experience_ids=used_experience_ids,
+        model=model,
+    )
+
+
+async def add_experience(ctx: Context, text: ExperienceText, library: LibraryName = "default") -> ChangeResult:
+    """Add a lesson to a library by hand.
+
+    Write a general lesson that helps with many tasks of this kind (a reasoning pattern
+    that works, or a failure to avoid), never the answer to one task. Makes a new version.
+    """
+    return await agent.add_experience(ted(ctx).store, library, text, source="add_experience")
+
+
+async def list_libraries(ctx: Context) -> LibraryList:
+    """List the experience libraries with their version, size, token count and attempts."""
+    return LibraryList(libraries=await ted(ctx).store.list_libraries())
+
+
+async def rollback_library(
+    ctx: Context,
+    library: LibraryName,
+    version: Annotated[int, Field(ge=0, description="The version whose lessons to bring back.")],
+) -> ChangeResult:
+    """Undo changes: make the library's lessons what they were at `version`.
+
+    History is kept: the rollback is itself a new version, so it can be undone too.
+    """
+    return await agent.rollback(ted(ctx).store, library, version)

@@ -1,0 +1,48 @@
+"""What a client can read without a tool call: a library's prompt and history, a job; and the
+`solve_with_experiences` prompt that frames a task with a library's lessons."""
+
+from mcp.server.mcpserver import Context
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
+from ted_server.context import ted
+
+from ted import agent
+from ted.errors import TedError
+from ted.prompts import solve_prompt
+from ted.runs import jobs
+from ted.store.records import library_name
+
+
+async def experience_prompt(library: str, ctx: Context) -> str:
+    return (await agent.get_experiences(ted(ctx).store, library_name(library))).prompt
+
+
+async def library_history(library: str, ctx: Context) -> str:
+    versions = await ted(ctx).store.history(library_name(library))
+    return "[" + ",".join(v.model_dump_json() for v in versions) + "]"
+
+
+async def job(job_id: str, ctx: Context) -> str:
+    shared = ted(ctx)
+    return (await jobs.status(shared.store, shared.ledger, job_id)).model_dump_json()
+
+
+# (uri, name, description, mime type, function)
+RESOURCES = [
+    ("ted://libraries/{library}/prompt", "experience-prompt", "The text a library adds to a system prompt.",
+     "text/markdown", experience_prompt),
+    ("ted://libraries/{library}/history", "library-history",
+     "Every version of a library: kind, reason, operations and the lessons it held.", "application/json",
+     library_history),
+    ("ted://jobs/{job_id}", "job", "A distillation job: state, progress, cost, library version, error.",
+     "application/json", job),
+]  # fmt: skip
+
+
+async def solve_with_experiences(task: str, ctx: Context, library: str = "default") -> str:
+    """A task framed with the library's lessons and the request to cite them."""
+    try:
+        prompt = await agent.get_experiences(ted(ctx).store, library_name(library))
+    except TedError as e:
+        raise MCPError(code=INVALID_PARAMS, message=str(e)) from e
+    return solve_prompt(prompt.prompt, task)

@@ -1,0 +1,49 @@
+"""The tools that call the teacher model: a critique of recorded attempts, a compression."""
+
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import Context
+from pydantic import Field
+from ted_server.context import ted
+
+from ted.store.records import LibraryName, TaskId
+from ted.teacher.compression import CompressionResult
+from ted.teacher.compression import compress_library as compress
+from ted.teacher.critique import CritiqueResult, critique_task
+
+
+async def request_critique(ctx: Context, task_id: TaskId, library: LibraryName = "default") -> CritiqueResult:
+    """Ask the teacher to critique your recorded attempts at a task and update the library.
+
+    Call it after record_attempt, once the task has a ground truth or an outcome. The
+    teacher compares the attempts with its own (cached) solution and the ground truth and
+    turns what it finds into general lessons: new ones, sharper wordings, deletions. The
+    reply lists what changed and the new version; the library is compressed if it grew
+    past its budget. Lessons that copy the attempts or address the agent are rejected.
+    """
+    shared = ted(ctx)
+    state = await shared.store.library_state(library)
+    return await critique_task(shared.store, shared.ledger, shared.teacher(state), library, task_id)
+
+
+async def compress_library(
+    ctx: Context,
+    library: LibraryName = "default",
+    strategy: Annotated[
+        Literal["teacher", "truncate", "random"],
+        Field(description="teacher: merge/rewrite/delete/retain by the teacher; truncate and random are ablations."),
+    ] = "teacher",
+    dry_run: Annotated[bool, Field(description="Show the plan without applying it.")] = False,
+    seed: Annotated[int | None, Field(description="Seed for the random strategy.")] = None,
+) -> CompressionResult:
+    """Shrink a library to its token budget and item cap.
+
+    The teacher sees every lesson with its priority log(1 + usage), helpful/harmful counts and
+    tokens, and merges, rewrites, deletes or retains each; if its plan still leaves the library
+    over budget the lowest-priority lessons are removed. Applied as one version (undo with
+    rollback_library); with dry_run=true nothing changes.
+    """
+    shared = ted(ctx)
+    state = await shared.store.library_state(library)
+    teacher = shared.ledger.bind(shared.teacher(state), "compress", library=library) if strategy == "teacher" else None
+    return await compress(shared.store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)

@@ -1,0 +1,1 @@
+"""Runs over a dataset: distillation jobs, evaluations, and the reports they write."""
