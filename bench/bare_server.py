@@ -23,9 +23,15 @@ ITEMS = [
 ]
 PROMPT = experience_prompt((item.id, item.text) for item in ITEMS)
 REPLY = ExperiencePrompt(
-    library="bench", version=1, prompt=PROMPT, items=ITEMS, tokens=len(PROMPT) // 5,
-    token_budget=4000, max_items=15, over_budget=False,
-)  # fmt: skip
+    library="bench",
+    version=1,
+    prompt=PROMPT,
+    items=ITEMS,
+    tokens=len(PROMPT) // 5,
+    token_budget=4000,
+    max_items=15,
+    over_budget=False,
+)
 
 
 @mcp.tool()

@@ -145,9 +145,14 @@ async def distil(args: argparse.Namespace, directory: Path, *, latency: float, c
     async with models(args, latency) as (resolve, requests), Store.open(directory / "ted.db") as store:
         await store.configure("arith", max_items=args.max_items)
         params = DistillParams(
-            library="arith", student="local:student", teacher="local:teacher", epochs=args.epochs,
-            rollouts=args.rollouts, concurrency=args.concurrency, critique_all=critique_all,
-        )  # fmt: skip
+            library="arith",
+            student="local:student",
+            teacher="local:teacher",
+            epochs=args.epochs,
+            rollouts=args.rollouts,
+            concurrency=args.concurrency,
+            critique_all=critique_all,
+        )
         job = await jobs.create(store, params, items, "classroom")
         ledger = Ledger(store)
         started, cpu = time.perf_counter(), time.process_time()
@@ -163,8 +168,16 @@ async def distil(args: argparse.Namespace, directory: Path, *, latency: float, c
         ):
             calls = [dict(row) for row in await cursor.fetchall()]
     assert job.state == "done", f"the job ended {job.state}: {job.error}"
-    return {"job": job, "wall": wall, "cpu": cpu, "started": started, "ended": ended, "calls": calls, "items": items,
-            "requests": requests}  # fmt: skip
+    return {
+        "job": job,
+        "wall": wall,
+        "cpu": cpu,
+        "started": started,
+        "ended": ended,
+        "calls": calls,
+        "items": items,
+        "requests": requests,
+    }
 
 
 def batch_of(call: dict, positions: dict[str, int], size: int, first_summary: dict[str, str]) -> tuple[int, int]:
@@ -189,8 +202,9 @@ def bound(run: dict, args: argparse.Namespace, latency: float) -> tuple[list[dic
     for call in run["calls"]:
         if m := re.fullmatch(r"e\d+/([^/]+)/summarise", call["call_key"]):
             first_summary.setdefault(m[1], call["call_key"])
-    batches: dict[tuple[int, int], dict] = defaultdict(lambda: {"student": 0, "teacher": 0, "compress": 0,
-                                                                "chains": Counter()})  # fmt: skip
+    batches: dict[tuple[int, int], dict] = defaultdict(
+        lambda: {"student": 0, "teacher": 0, "compress": 0, "chains": Counter()}
+    )
     for call in run["calls"]:
         where = batches[batch_of(call, positions, args.concurrency, first_summary)]
         if call["role"] == "student":
@@ -215,15 +229,27 @@ def bound(run: dict, args: argparse.Namespace, latency: float) -> tuple[list[dic
             # problem whose rollouts finish last can finish them no sooner than all critiqued
             # problems' rollouts fit in, then its own teacher calls follow, then the compression.
             rounds = max(
-                math.ceil(b["student"] / cap), math.ceil(b["teacher"] / cap), chain,
+                math.ceil(b["student"] / cap),
+                math.ceil(b["teacher"] / cap),
+                chain,
                 math.ceil(critiqued * args.rollouts / cap) + min(b["chains"].values(), default=0) + b["compress"],
-            )  # fmt: skip
+            )
             floor = rounds * latency
             simple = max((b["student"] + b["teacher"]) * latency / args.concurrency, chain * latency)
             ids = [p.id for p in run["items"][index * args.concurrency : (index + 1) * args.concurrency]]
             ordered = loop_order(ids, b["chains"], args.rollouts, b["compress"], cap) * latency
-            rows.append({"epoch": epoch + 1, "batch": index + 1, "student": b["student"], "teacher": b["teacher"],
-                         "chain": chain, "bound": floor, "issue": simple, "order": ordered})  # fmt: skip
+            rows.append(
+                {
+                    "epoch": epoch + 1,
+                    "batch": index + 1,
+                    "student": b["student"],
+                    "teacher": b["teacher"],
+                    "chain": chain,
+                    "bound": floor,
+                    "issue": simple,
+                    "order": ordered,
+                }
+            )
             total += floor
             issue += simple
     ends = run["ended"]
@@ -283,12 +309,20 @@ async def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the server takes to answer each call")
     parser.add_argument("--concurrency", type=int, default=8, help="problems per batch")
-    parser.add_argument("--max-concurrency", type=int, default=ModelSettings().max_concurrency,
-                        help="calls in flight per model (the SDK adapters' semaphore)")  # fmt: skip
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=ModelSettings().max_concurrency,
+        help="calls in flight per model (the SDK adapters' semaphore)",
+    )
     parser.add_argument("--max-items", type=int, default=15, help="the library's item cap (1 forces compressions)")
-    parser.add_argument("--transport", choices=["http", "scripted"], default="http",
-                        help="http: the OpenAI SDK to the local model server; scripted: in-process models that "
-                        "sleep the latency (the loop's own overhead alone)")  # fmt: skip
+    parser.add_argument(
+        "--transport",
+        choices=["http", "scripted"],
+        default="http",
+        help="http: the OpenAI SDK to the local model server; scripted: in-process models that "
+        "sleep the latency (the loop's own overhead alone)",
+    )
     parser.add_argument("--per-batch", action="store_true", help="print every batch, not only the slowest")
     args = parser.parse_args()
 
@@ -305,36 +339,54 @@ async def main() -> None:
     rows, floor, issue = bound(run, args, args.latency)
     wall = run["wall"]
     n, e, r = args.problems, args.epochs, args.rollouts
-    print(f"{n} problems × {r} rollouts × {e} epochs, {math.ceil(n / args.concurrency) * e} batches of "
-          f"{args.concurrency}; {args.latency * 1000:.0f} ms a call; at most {args.max_concurrency} calls in flight "
-          f"per model")  # fmt: skip
+    print(
+        f"{n} problems × {r} rollouts × {e} epochs, {math.ceil(n / args.concurrency) * e} batches of "
+        f"{args.concurrency}; {args.latency * 1000:.0f} ms a call; at most {args.max_concurrency} calls in flight "
+        f"per model"
+    )
     print(
         f"transport: {args.transport}; this process's CPU per call: {run['cpu'] / len(run['calls']) * 1000:.1f} ms; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other work on the machine slows the loop)"
     )
     peaks = in_flight(run, args.latency)
     most_student = min(args.concurrency, n) * r
-    print(f"calls in flight at most: student {peaks['student']} (a batch has {most_student} rollouts to make), "
-          f"teacher {peaks['teacher']}")  # fmt: skip
+    print(
+        f"calls in flight at most: student {peaks['student']} (a batch has {most_student} rollouts to make), "
+        f"teacher {peaks['teacher']}"
+    )
 
     shown = rows if args.per_batch else sorted(rows, key=lambda x: x["wall"] / x["bound"], reverse=True)[:5]
     print_table(
         "Batches" + ("" if args.per_batch else " (the five furthest from their bound)"),
         ["epoch", "batch", "student", "teacher", "chain", "bound s", "loop's order s", "wall s", "wall/bound"],
-        [[x["epoch"], x["batch"], x["student"], x["teacher"], x["chain"], f"{x['bound']:.2f}", f"{x['order']:.2f}",
-          f"{x['wall']:.2f}", f"{x['wall'] / x['bound']:.3f}"] for x in shown],
-    )  # fmt: skip
+        [
+            [
+                x["epoch"],
+                x["batch"],
+                x["student"],
+                x["teacher"],
+                x["chain"],
+                f"{x['bound']:.2f}",
+                f"{x['order']:.2f}",
+                f"{x['wall']:.2f}",
+                f"{x['wall'] / x['bound']:.3f}",
+            ]
+            for x in shown
+        ],
+    )
     calls = sum(x["student"] + x["teacher"] for x in rows)
     ordered = sum(x["order"] for x in rows)
     print_table(
         "Wall time",
         ["", "seconds", "wall ÷ it", "target"],
-        [["wall", f"{wall:.2f}", "", ""],
-         ["critical-path bound", f"{floor:.2f}", f"{wall / floor:.3f}", "≤ 1.15"],
-         ["the loop's own order with no overhead", f"{ordered:.2f}", f"{wall / ordered:.3f}", ""],
-         ["issue's form: calls × latency ÷ concurrency, with chains", f"{issue:.2f}", f"{wall / issue:.3f}", ""],
-         ["all calls one after another", f"{calls * args.latency:.2f}", f"{wall / (calls * args.latency):.3f}", ""]],
-    )  # fmt: skip
+        [
+            ["wall", f"{wall:.2f}", "", ""],
+            ["critical-path bound", f"{floor:.2f}", f"{wall / floor:.3f}", "≤ 1.15"],
+            ["the loop's own order with no overhead", f"{ordered:.2f}", f"{wall / ordered:.3f}", ""],
+            ["issue's form: calls × latency ÷ concurrency, with chains", f"{issue:.2f}", f"{wall / issue:.3f}", ""],
+            ["all calls one after another", f"{calls * args.latency:.2f}", f"{wall / (calls * args.latency):.3f}", ""],
+        ],
+    )
 
     ours, naive = per_role(run["calls"]), per_role(naive_run["calls"])
     solve = naive["teacher-solve"]
@@ -343,17 +395,35 @@ async def main() -> None:
     table = []
     for role in ("student", *TEACHER_ROLES):
         o, v = ours.get(role, {"calls": 0, "in": 0, "out": 0}), naive.get(role, {"calls": 0, "in": 0, "out": 0})
-        table.append([role, f"{o['calls'] / pe:.3f}", f"{v['calls'] / pe:.3f}",
-                      f"{(o['in'] + o['out']) / pe:,.0f}", f"{(v['in'] + v['out']) / pe:,.0f}"])  # fmt: skip
+        table.append(
+            [
+                role,
+                f"{o['calls'] / pe:.3f}",
+                f"{v['calls'] / pe:.3f}",
+                f"{(o['in'] + o['out']) / pe:,.0f}",
+                f"{(v['in'] + v['out']) / pe:,.0f}",
+            ]
+        )
     teacher = [sum(d.get(role, {}).get(k, 0) for role in TEACHER_ROLES) for d in (ours, naive) for k in ("calls",)]
-    teacher_tokens = [sum(d.get(role, {}).get("in", 0) + d.get(role, {}).get("out", 0) for role in TEACHER_ROLES)
-                      for d in (ours, naive)]  # fmt: skip
-    table.append(["teacher, all roles", f"{teacher[0] / pe:.3f}", f"{teacher[1] / pe:.3f}",
-                  f"{teacher_tokens[0] / pe:,.0f}", f"{teacher_tokens[1] / pe:,.0f}"])  # fmt: skip
+    teacher_tokens = [
+        sum(d.get(role, {}).get("in", 0) + d.get(role, {}).get("out", 0) for role in TEACHER_ROLES)
+        for d in (ours, naive)
+    ]
+    table.append(
+        [
+            "teacher, all roles",
+            f"{teacher[0] / pe:.3f}",
+            f"{teacher[1] / pe:.3f}",
+            f"{teacher_tokens[0] / pe:,.0f}",
+            f"{teacher_tokens[1] / pe:,.0f}",
+        ]
+    )
     print_table("Per problem and epoch", ["role", "calls", "naive calls", "tokens", "naive tokens"], table)
-    print(f"\nteacher calls: {teacher[0]} against the naive {teacher[1]} = {teacher[0] / teacher[1]:.1%} "
-          f"(target ≤ 50 %); teacher tokens {teacher_tokens[0]:,} against {teacher_tokens[1]:,} = "
-          f"{teacher_tokens[0] / teacher_tokens[1]:.1%}")  # fmt: skip
+    print(
+        f"\nteacher calls: {teacher[0]} against the naive {teacher[1]} = {teacher[0] / teacher[1]:.1%} "
+        f"(target ≤ 50 %); teacher tokens {teacher_tokens[0]:,} against {teacher_tokens[1]:,} = "
+        f"{teacher_tokens[0] / teacher_tokens[1]:.1%}"
+    )
     print(
         f"the job's accuracy per epoch: {', '.join(f'{s.accuracy:.0%}' for s in run['job'].epochs)}; "
         f"critiques per epoch: {', '.join(str(s.critiques) for s in run['job'].epochs)}"

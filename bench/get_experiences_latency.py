@@ -237,8 +237,19 @@ def report(console: Console, targets: list[Target], calls: int, warmup: int) -> 
     console.print(env)
 
     table = Table(title=f"tools/call round trip over stdio, ms ({calls} calls each after {warmup} warm-up rounds)")
-    columns = ["client mode", "server", "tool", "protocol", "p50", "p90", "p99", "mean", "client check p50",
-               "reply bytes", "start-up"]  # fmt: skip
+    columns = [
+        "client mode",
+        "server",
+        "tool",
+        "protocol",
+        "p50",
+        "p90",
+        "p99",
+        "mean",
+        "client check p50",
+        "reply bytes",
+        "start-up",
+    ]
     for column in columns:
         table.add_column(column, justify="left" if column in columns[:4] else "right")
     modes = list(dict.fromkeys(t.mode for t in targets))

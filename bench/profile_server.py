@@ -250,9 +250,9 @@ async def layers(db: Path, n: int) -> list[tuple[str, float, str]]:
     import sqlite3
 
     from mcp import Client
-    from ted_server.app import build_server
 
     from ted.store import Store
+    from ted_server.app import build_server
 
     rows: list[tuple[str, float, str]] = []
     lib_sql = "SELECT * FROM libraries WHERE name = ?"
@@ -276,10 +276,20 @@ async def layers(db: Path, n: int) -> list[tuple[str, float, str]]:
                 async with conn.execute(exp_sql, (library["id"],)) as cursor:
                     await cursor.fetchall()
 
-        rows.append(("aiosqlite, the same 2 SELECTs (execute, fetch, close)", await median_time(aio_queries, n),
-                     "6 hops to aiosqlite's thread"))  # fmt: skip
-        rows.append(("Store.experience_prompt", await median_time(lambda: store.experience_prompt("bench"), n),
-                     "the tool's own work: its reads and models"))  # fmt: skip
+        rows.append(
+            (
+                "aiosqlite, the same 2 SELECTs (execute, fetch, close)",
+                await median_time(aio_queries, n),
+                "6 hops to aiosqlite's thread",
+            )
+        )
+        rows.append(
+            (
+                "Store.experience_prompt",
+                await median_time(lambda: store.experience_prompt("bench"), n),
+                "the tool's own work: its reads and models",
+            )
+        )
         prompt = await store.experience_prompt("bench")
 
     mcp = build_server(db)
@@ -289,14 +299,16 @@ async def layers(db: Path, n: int) -> list[tuple[str, float, str]]:
     async def convert() -> None:
         tool.fn_metadata.convert_result(prompt)
 
-    rows.append(("FuncMetadata.convert_result (SDK)", await median_time(convert, n),
-                 "indent=2 JSON text + structured dump"))  # fmt: skip
+    rows.append(
+        ("FuncMetadata.convert_result (SDK)", await median_time(convert, n), "indent=2 JSON text + structured dump")
+    )
 
     async with Client(mcp) as client:
         reply = await client.call_tool("get_experiences", {"library": "bench"})
         check = functools.partial(client.session.validate_tool_result, "get_experiences", reply)
-        rows.append(("client: output-schema check of the reply", await median_time(check, n),
-                     "jsonschema in the Python client"))  # fmt: skip
+        rows.append(
+            ("client: output-schema check of the reply", await median_time(check, n), "jsonschema in the Python client")
+        )
     for mode, note in (("auto", "direct dispatch"), ("legacy", "JSON-RPC objects over memory streams")):
         async with Client(mcp, mode=mode) as client:
             call = functools.partial(client.call_tool, "get_experiences", {"library": "bench"})

@@ -47,11 +47,19 @@ GROUND_TRUTH = "11:15"
 
 def trajectory(n: int) -> tuple[str, str]:
     """An attempt of about 250 words; attempts 0 and 3 are right, the others make typical errors."""
-    wrong = {1: ("1/6 + 1/4 + 1/12 = 1/2 per hour", "1.5 hours", "10:30"),
-             2: ("1/6 + 1/4 - 1/12 = 1/3 per hour", "3 hours for the whole tank", "12:00"),
-             4: ("6 + 4 - 12 = -2 hours", "the times do not combine", "no answer")}  # fmt: skip
-    rate, time_, answer = wrong.get(n, ("1/6 + 1/4 - 1/12 = 2/12 + 3/12 - 1/12 = 4/12 = 1/3 per hour",
-                                        "(3/4) / (1/3) = 9/4 hours = 2 h 15 min", "11:15"))  # fmt: skip
+    wrong = {
+        1: ("1/6 + 1/4 + 1/12 = 1/2 per hour", "1.5 hours", "10:30"),
+        2: ("1/6 + 1/4 - 1/12 = 1/3 per hour", "3 hours for the whole tank", "12:00"),
+        4: ("6 + 4 - 12 = -2 hours", "the times do not combine", "no answer"),
+    }
+    rate, time_, answer = wrong.get(
+        n,
+        (
+            "1/6 + 1/4 - 1/12 = 2/12 + 3/12 - 1/12 = 4/12 = 1/3 per hour",
+            "(3/4) / (1/3) = 9/4 hours = 2 h 15 min",
+            "11:15",
+        ),
+    )
     text = (
         f"Attempt {n + 1}. First I restate the question: we need the clock time at which the tank becomes full, "
         "not the number of hours, so the final answer must be a time of day [E2]. The units are tanks and "
@@ -101,34 +109,55 @@ REWRITE = (
 def chain(label: str) -> dict:
     return {
         "label": label,
-        "premises": ["A fills 1 tank in 6 h, B in 4 h", "C empties 1 tank in 12 h",
-                     "the tank starts 1/4 full; all pipes open at 9:00"],
-        "steps": ["Convert each pipe to a rate in tanks per hour: 1/6, 1/4 and 1/12",
-                  "Combine the rates with C's rate taken as negative: 1/6 + 1/4 - 1/12 = 1/3",
-                  "The amount left to fill is 1 - 1/4 = 3/4 of a tank",
-                  "Time = (3/4) / (1/3) = 9/4 h = 2 h 15 min",
-                  "Check the net volume after 2.25 h: 0.375 + 0.5625 - 0.1875 = 0.75",
-                  "Add 2 h 15 min to 9:00"],
+        "premises": [
+            "A fills 1 tank in 6 h, B in 4 h",
+            "C empties 1 tank in 12 h",
+            "the tank starts 1/4 full; all pipes open at 9:00",
+        ],
+        "steps": [
+            "Convert each pipe to a rate in tanks per hour: 1/6, 1/4 and 1/12",
+            "Combine the rates with C's rate taken as negative: 1/6 + 1/4 - 1/12 = 1/3",
+            "The amount left to fill is 1 - 1/4 = 3/4 of a tank",
+            "Time = (3/4) / (1/3) = 9/4 h = 2 h 15 min",
+            "Check the net volume after 2.25 h: 0.375 + 0.5625 - 0.1875 = 0.75",
+            "Add 2 h 15 min to 9:00",
+        ],
         "conclusion": "11:15",
-    }  # fmt: skip
+    }
 
 
 def compression_plan(prompt: str) -> dict:
     ids = re.findall(r"^\[(E\d+)\] priority", prompt, re.M)
     merged = {ids[2], ids[6], ids[10], ids[14]}
     ops = [
-        {"op": "merge", "ids": [ids[2], ids[6]], "text": "Before solving, restate exactly what is asked and list "
-         "the assumptions the wording allows, such as independence, replacement or constant speed; check each "
-         "assumption against the text before relying on it."},
-        {"op": "merge", "ids": [ids[10], ids[14]], "text": "End with the answer in exactly the requested form "
-         "(simplified fraction, integer, rounding, option letter, clock time) and compare it with a rough "
-         "estimate; a correct method reported in the wrong form is still graded wrong."},
-        {"op": "rewrite", "id": ids[0], "text": "Write the unit of every quantity and of the answer before "
-         "computing; carry units through each step, and treat a unit mismatch as a sign of a confused rate."},
-        {"op": "rewrite", "id": ids[4], "text": "For arrangements with identical objects divide by the factorial "
-         "of each group size; around a circle fix one object first, and halve if reflections are the same."},
+        {
+            "op": "merge",
+            "ids": [ids[2], ids[6]],
+            "text": "Before solving, restate exactly what is asked and list "
+            "the assumptions the wording allows, such as independence, replacement or constant speed; check each "
+            "assumption against the text before relying on it.",
+        },
+        {
+            "op": "merge",
+            "ids": [ids[10], ids[14]],
+            "text": "End with the answer in exactly the requested form "
+            "(simplified fraction, integer, rounding, option letter, clock time) and compare it with a rough "
+            "estimate; a correct method reported in the wrong form is still graded wrong.",
+        },
+        {
+            "op": "rewrite",
+            "id": ids[0],
+            "text": "Write the unit of every quantity and of the answer before "
+            "computing; carry units through each step, and treat a unit mismatch as a sign of a confused rate.",
+        },
+        {
+            "op": "rewrite",
+            "id": ids[4],
+            "text": "For arrangements with identical objects divide by the factorial "
+            "of each group size; around a circle fix one object first, and halve if reflections are the same.",
+        },
         {"op": "delete", "id": ids[3], "reason": "Never cited and overlaps the counting lessons."},
-    ]  # fmt: skip
+    ]
     touched = merged | {ids[0], ids[4], ids[3]}
     ops += [{"op": "retain", "id": id_} for id_ in ids if id_ not in touched]
     return {"operations": ops}
@@ -147,10 +176,15 @@ def teacher(request: RecordedRequest) -> str:
         labels = re.search(r"labelled (.+)\.\s*$", prompt).group(1).split(", ")
         return json.dumps({"chains": [chain(label) for label in labels]})
     if system == CRITIQUE_SYSTEM:
-        return json.dumps({"analysis": ANALYSIS, "operations": [
-            {"op": "add", "text": NEW_LESSON, "rationale": "Attempts 2 and 5 mishandled the emptying pipe."},
-            {"op": "rewrite", "id": "E11", "text": REWRITE, "rationale": "E11 was cited by the sign error."},
-        ]})  # fmt: skip
+        return json.dumps(
+            {
+                "analysis": ANALYSIS,
+                "operations": [
+                    {"op": "add", "text": NEW_LESSON, "rationale": "Attempts 2 and 5 mishandled the emptying pipe."},
+                    {"op": "rewrite", "id": "E11", "text": REWRITE, "rationale": "E11 was cited by the sign error."},
+                ],
+            }
+        )
     assert system == COMPRESS_SYSTEM, system
     return json.dumps(compression_plan(prompt))
 
@@ -164,21 +198,35 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         async with Store.open(Path(tmp) / "ted.db") as store, ModelServer(teacher, latency=args.latency) as server:
-            ops = [AddOp(text=text, usage_count=u, helpful_count=u // 2, harmful_count=u % 3)
-                   for (_, text), u in zip(LESSONS, USAGE, strict=True)]  # fmt: skip
+            ops = [
+                AddOp(text=text, usage_count=u, helpful_count=u // 2, harmful_count=u % 3)
+                for (_, text), u in zip(LESSONS, USAGE, strict=True)
+            ]
             await store.apply("bench", ops, "import", "the 15 benchmark lessons")
             for n in range(args.rollouts):
                 text, answer = trajectory(n % 5)
-                await agent.record_attempt(store, library="bench", task=TASK, trajectory=text, answer=answer,
-                                         ground_truth=GROUND_TRUTH, task_id="tank", model="student")  # fmt: skip
+                await agent.record_attempt(
+                    store,
+                    library="bench",
+                    task=TASK,
+                    trajectory=text,
+                    answer=answer,
+                    ground_truth=GROUND_TRUTH,
+                    task_id="tank",
+                    model="student",
+                )
             before = await store.experience_prompt("bench")
             settings = ModelSettings(api_key="bench", max_retries=0)
             if args.api == "openai":
-                model = OpenAIModel("teacher", settings.model_copy(update={"base_url": server.openai_base_url}),
-                                    name="local:teacher")  # fmt: skip
+                model = OpenAIModel(
+                    "teacher", settings.model_copy(update={"base_url": server.openai_base_url}), name="local:teacher"
+                )
             else:
-                model = AnthropicModel("teacher", settings.model_copy(update={"base_url": server.anthropic_base_url}),
-                                       name="anthropic:teacher")  # fmt: skip
+                model = AnthropicModel(
+                    "teacher",
+                    settings.model_copy(update={"base_url": server.anthropic_base_url}),
+                    name="anthropic:teacher",
+                )
             ledger = Ledger(store)
             started = time.perf_counter()
             result = await critique_task(store, ledger, model, "bench", "tank")
@@ -187,26 +235,38 @@ async def main() -> None:
             totals = await ledger.totals(library="bench")
             await model.aclose()
 
-    print(f"ted-mcp teacher calls: one critique + the compression it triggers, {args.api} wire format, "
-          f"{args.rollouts} attempts, server latency {args.latency:g} s")  # fmt: skip
-    print(f"library before: {len(before.items)} items, {before.tokens} tokens (cap {before.max_items}, "
-          f"budget {before.token_budget})")  # fmt: skip
+    print(
+        f"ted-mcp teacher calls: one critique + the compression it triggers, {args.api} wire format, "
+        f"{args.rollouts} attempts, server latency {args.latency:g} s"
+    )
+    print(
+        f"library before: {len(before.items)} items, {before.tokens} tokens (cap {before.max_items}, "
+        f"budget {before.token_budget})"
+    )
     compression = result.compression
-    print(f"critique: {len(result.operations)} operations applied, {len(result.rejected)} rejected → version "
-          f"{compression.version_before if compression else result.version}")  # fmt: skip
+    print(
+        f"critique: {len(result.operations)} operations applied, {len(result.rejected)} rejected → version "
+        f"{compression.version_before if compression else result.version}"
+    )
     if compression:
-        print(f"compression: {len(compression.operations)} operations, {len(compression.dropped)} dropped, "
-              f"budget removals {compression.budget_removals or 'none'} → version {compression.version}")  # fmt: skip
+        print(
+            f"compression: {len(compression.operations)} operations, {len(compression.dropped)} dropped, "
+            f"budget removals {compression.budget_removals or 'none'} → version {compression.version}"
+        )
     print(f"library after: {len(after.items)} items, {after.tokens} tokens, over budget: {after.over_budget}")
     print(f"wall time {elapsed * 1000:.0f} ms; requests to the server: {len(server.requests)}\n")
     print(f"{'role':<14}{'calls':>6}{'failed':>8}{'tokens in':>11}{'tokens out':>12}{'latency ms':>12}")
     order = ["teacher-solve", "summarise", "critique", "compress"]
     for row in sorted(totals, key=lambda r: order.index(r.role) if r.role in order else len(order)):
-        print(f"{row.role:<14}{row.calls:>6}{row.failed:>8}{row.input_tokens:>11}{row.output_tokens:>12}"
-              f"{row.latency_ms:>12}")  # fmt: skip
-    print(f"{'total':<14}{sum(r.calls for r in totals):>6}{sum(r.failed for r in totals):>8}"
-          f"{sum(r.input_tokens for r in totals):>11}{sum(r.output_tokens for r in totals):>12}"
-          f"{sum(r.latency_ms for r in totals):>12}")  # fmt: skip
+        print(
+            f"{row.role:<14}{row.calls:>6}{row.failed:>8}{row.input_tokens:>11}{row.output_tokens:>12}"
+            f"{row.latency_ms:>12}"
+        )
+    print(
+        f"{'total':<14}{sum(r.calls for r in totals):>6}{sum(r.failed for r in totals):>8}"
+        f"{sum(r.input_tokens for r in totals):>11}{sum(r.output_tokens for r in totals):>12}"
+        f"{sum(r.latency_ms for r in totals):>12}"
+    )
 
 
 if __name__ == "__main__":

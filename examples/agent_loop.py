@@ -72,9 +72,10 @@ def model_caller(provider: str, model: str) -> Ask:
 
     async def ask_gpt(system: str, task: str) -> str:
         reply = await gpt.chat.completions.create(
-            model=model, max_completion_tokens=2048,
+            model=model,
+            max_completion_tokens=2048,
             messages=[{"role": "system", "content": system}, {"role": "user", "content": task}],
-        )  # fmt: skip
+        )
         return reply.choices[0].message.content or ""
 
     return ask_gpt
@@ -129,11 +130,20 @@ async def solve_one(client: Client, ask: Ask, model: str, library: str, problem:
     system = f"{experiences['prompt']}\n\n{SYSTEM_PROMPT}" if experiences["prompt"] else SYSTEM_PROMPT
     reply = await ask(system, question)
     answer, cited = final_answer(reply), citations(reply)
-    attempt = await call(client, "record_attempt", {
-        "library": library, "task": question, "task_id": experiences["task_id"], "trajectory": reply,
-        "ground_truth": str(problem["answer"]), "used_experience_ids": cited, "model": model,
-        **({"answer": answer} if answer is not None else {}),
-    })  # fmt: skip
+    attempt = await call(
+        client,
+        "record_attempt",
+        {
+            "library": library,
+            "task": question,
+            "task_id": experiences["task_id"],
+            "trajectory": reply,
+            "ground_truth": str(problem["answer"]),
+            "used_experience_ids": cited,
+            "model": model,
+            **({"answer": answer} if answer is not None else {}),
+        },
+    )
     correct = bool(attempt["correct"])
     counted = ", ".join(attempt["counted_ids"]) or "none"
     if attempt["unknown_ids"]:  # ids the model made up, or lessons retired since it read them
@@ -164,8 +174,10 @@ async def main(options: argparse.Namespace) -> int:
             right += correct
             print(f"[{n}/{len(problems)}] {problem['id']} {told}", flush=True)
         final = await call(client, "get_experiences", {"library": options.library})
-    print(f"{right}/{len(problems)} correct with {model}; library {options.library} v{final['version']}: "
-          f"{len(final['items'])} lessons, {final['tokens']}/{final['token_budget']} tokens")  # fmt: skip
+    print(
+        f"{right}/{len(problems)} correct with {model}; library {options.library} v{final['version']}: "
+        f"{len(final['items'])} lessons, {final['tokens']}/{final['token_budget']} tokens"
+    )
     for item in final["items"]:
         print(f"  [{item['id']}] used {item['usage_count']}×: {item['text']}")
     return 0
@@ -173,8 +185,9 @@ async def main(options: argparse.Namespace) -> int:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--provider", choices=sorted(KEYS),
-                        help="whose model solves the tasks (default: the one whose API key is set)")  # fmt: skip
+    parser.add_argument(
+        "--provider", choices=sorted(KEYS), help="whose model solves the tasks (default: the one whose API key is set)"
+    )
     parser.add_argument("--model", help=f"model id (default: {DEFAULT_MODELS})")
     parser.add_argument("--dataset", default=str(DEFAULT_DATASET), help="JSONL of {id, question, answer}")
     parser.add_argument("--limit", type=int, default=5, help="solve the first N problems (default 5)")

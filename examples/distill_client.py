@@ -79,23 +79,35 @@ def dataset_argument(options: argparse.Namespace) -> str | list[dict[str, Any]]:
 async def start(client: Client, options: argparse.Namespace) -> str | None:
     """Call distill_batch; print its estimate and the job it started (None with --estimate)."""
     arguments = {
-        "dataset": dataset_argument(options), "library": options.library, "epochs": options.epochs,
-        "rollouts": options.rollouts, "concurrency": options.concurrency, "compression": options.compression,
+        "dataset": dataset_argument(options),
+        "library": options.library,
+        "epochs": options.epochs,
+        "rollouts": options.rollouts,
+        "concurrency": options.concurrency,
+        "compression": options.compression,
         "estimate_only": options.estimate,
-    }  # fmt: skip
-    optional = {"student": options.student, "teacher": options.teacher, "limit": options.limit,
-                "max_cost_usd": options.max_cost}  # fmt: skip
+    }
+    optional = {
+        "student": options.student,
+        "teacher": options.teacher,
+        "limit": options.limit,
+        "max_cost_usd": options.max_cost,
+    }
     arguments |= {k: v for k, v in optional.items() if v is not None}
     started = await call(client, "distill_batch", arguments)
     guess = started["estimate"]
-    print(f"estimate: {guess['problems']} problems × {options.epochs} epochs × {options.rollouts} rollouts: "
-          f"at most {guess['student_calls']:,} student and {guess['teacher_calls']:,} teacher calls, "
-          f"about {guess['input_tokens']:,} tokens in and {guess['output_tokens']:,} out")  # fmt: skip
+    print(
+        f"estimate: {guess['problems']} problems × {options.epochs} epochs × {options.rollouts} rollouts: "
+        f"at most {guess['student_calls']:,} student and {guess['teacher_calls']:,} teacher calls, "
+        f"about {guess['input_tokens']:,} tokens in and {guess['output_tokens']:,} out"
+    )
     if not started["started"]:
         return None
     job = started["job"]
-    print(f"job {job['id']} started on library {job['params']['library']} (version {job['library_version']}), "
-          f"student {job['params']['student']}, teacher {job['params']['teacher']}")  # fmt: skip
+    print(
+        f"job {job['id']} started on library {job['params']['library']} (version {job['library_version']}), "
+        f"student {job['params']['student']}, teacher {job['params']['teacher']}"
+    )
     return job["id"]
 
 
@@ -113,9 +125,11 @@ async def follow(client: Client, job_id: str, timeout: float) -> dict[str, Any]:
         # The server ends the wait itself at `timeout` and replies with the status then, fresher
         # than cancelling the call here would leave us; one wait is at most an hour.
         status = await call(
-            client, "get_job", {"job_id": job_id, "wait": True, "timeout": min(left, 3600)},
+            client,
+            "get_job",
+            {"job_id": job_id, "wait": True, "timeout": min(left, 3600)},
             progress_callback=show_progress,
-        )  # fmt: skip
+        )
     return status
 
 
@@ -128,20 +142,31 @@ async def cancel_later(client: Client, job_id: str, seconds: float) -> None:
 
 
 def describe(status: dict[str, Any], library: dict[str, Any]) -> None:
-    print(f"job {status['id']} {status['state']}: {status['problems_done']}/"
-          f"{status['problems_total'] * status['params']['epochs']} problem-epochs"
-          + (f"; error: {status['error']}" if status["error"] else ""))  # fmt: skip
+    print(
+        f"job {status['id']} {status['state']}: {status['problems_done']}/"
+        f"{status['problems_total'] * status['params']['epochs']} problem-epochs"
+        + (f"; error: {status['error']}" if status["error"] else "")
+    )
     for epoch in status["epochs"]:
         accuracy = f"{epoch['correct'] / epoch['attempts']:.0%}" if epoch["attempts"] else "–"
-        print(f"  epoch {epoch['epoch'] + 1}: rollout accuracy {accuracy} ({epoch['correct']}/{epoch['attempts']}), "
-              f"{epoch['critiques']} critiques, {epoch['compressions']} compressions")  # fmt: skip
-    print(f"library {library['library']} v{library['version']}: {len(library['items'])} lessons, "
-          f"{library['tokens']}/{library['token_budget']} tokens")  # fmt: skip
+        print(
+            f"  epoch {epoch['epoch'] + 1}: rollout accuracy {accuracy} ({epoch['correct']}/{epoch['attempts']}), "
+            f"{epoch['critiques']} critiques, {epoch['compressions']} compressions"
+        )
+    print(
+        f"library {library['library']} v{library['version']}: {len(library['items'])} lessons, "
+        f"{library['tokens']}/{library['token_budget']} tokens"
+    )
     cost = status["cost"]
-    dollars = f"${cost['cost_usd']:.4f}" if cost["cost_usd"] is not None else (
-        f"cost unknown (no price for {', '.join(cost['unpriced_models'])})")  # fmt: skip
-    print(f"cost: {cost['calls']:,} model calls, {cost['input_tokens']:,} tokens in / "
-          f"{cost['output_tokens']:,} out, {dollars}")  # fmt: skip
+    dollars = (
+        f"${cost['cost_usd']:.4f}"
+        if cost["cost_usd"] is not None
+        else (f"cost unknown (no price for {', '.join(cost['unpriced_models'])})")
+    )
+    print(
+        f"cost: {cost['calls']:,} model calls, {cost['input_tokens']:,} tokens in / "
+        f"{cost['output_tokens']:,} out, {dollars}"
+    )
 
 
 async def main(options: argparse.Namespace) -> int:
@@ -158,8 +183,10 @@ async def main(options: argparse.Namespace) -> int:
         describe(status, library)
         if not status["finished"]:
             where = "the server" if options.url else "the next `ted-mcp` start on this database"
-            print(f"still {status['state']} after {options.timeout:g} s: {where} carries it on; "
-                  f"follow it with --job {job_id}, or run `ted distill --resume {job_id}`")  # fmt: skip
+            print(
+                f"still {status['state']} after {options.timeout:g} s: {where} carries it on; "
+                f"follow it with --job {job_id}, or run `ted distill --resume {job_id}`"
+            )
             return 2
         return 1 if status["state"] == "failed" else 0
 
@@ -167,8 +194,11 @@ async def main(options: argparse.Namespace) -> int:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", help="JSONL of {id, question, answer, images?}")
-    parser.add_argument("--inline", action="store_true",
-                        help="send the dataset's items in the call (for a server that cannot read the file)")
+    parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="send the dataset's items in the call (for a server that cannot read the file)",
+    )
     parser.add_argument("--library", default="default", help="library to distil into (default: default)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rollouts", type=int, default=5, help="student attempts per problem and epoch")
@@ -183,8 +213,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cancel-after", type=float, metavar="SECONDS", help="cancel the job after this long")
     parser.add_argument("--timeout", type=float, default=3600, help="stop following after this many seconds")
     parser.add_argument("--url", help="a streamable HTTP server, e.g. http://127.0.0.1:8765/mcp (default: stdio)")
-    parser.add_argument("--token", default=os.environ.get("TED_HTTP_TOKEN"),
-                        help="bearer token for --url (default: $TED_HTTP_TOKEN)")
+    parser.add_argument(
+        "--token", default=os.environ.get("TED_HTTP_TOKEN"), help="bearer token for --url (default: $TED_HTTP_TOKEN)"
+    )
     parser.add_argument("--db", help="SQLite file for a stdio server (default: $TED_DB or the user data directory)")
     options = parser.parse_args(argv)
     if not (options.dataset or options.job):

@@ -47,8 +47,10 @@ async def main(db: str | None, library: str) -> None:
 
     async with Client(params) as client:
         experiences = await call(client, "get_experiences", {"library": library, "task": TASK})
-        print(f"library {library!r}, version {experiences['version']}: {len(experiences['items'])} lesson(s), "
-              f"{experiences['tokens']}/{experiences['token_budget']} tokens")  # fmt: skip
+        print(
+            f"library {library!r}, version {experiences['version']}: {len(experiences['items'])} lesson(s), "
+            f"{experiences['tokens']}/{experiences['token_budget']} tokens"
+        )
         if not experiences["items"]:
             added = await call(client, "add_experience", {"library": library, "text": LESSON})
             print(f"added {added['operations'][0]['id']} (library version {added['version']})")

@@ -5,6 +5,7 @@ import os
 import sys
 
 import anyio
+
 from ted_server.app import build_server
 from ted_server.http import MissingToken, http_app, serve
 from ted_server.stdio import run_stdio

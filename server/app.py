@@ -18,9 +18,6 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import ToolAnnotations
-from ted_server import job_tools, library_tools, resources, teacher_tools
-from ted_server.context import Ted
-from ted_server.runner import JobRunner
 
 from ted.errors import TedError
 from ted.ledger import Ledger
@@ -29,6 +26,9 @@ from ted.llm.registry import get_model
 from ted.prompts import SERVER_INSTRUCTIONS
 from ted.store import Store
 from ted.store.database import default_db_path
+from ted_server import job_tools, library_tools, resources, teacher_tools
+from ted_server.context import Ted
+from ted_server.runner import JobRunner
 
 
 def _hints(read_only: bool = False, destructive: bool = False, open_world: bool = False) -> ToolAnnotations:
@@ -65,9 +65,7 @@ def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Ca
     return wrapper
 
 
-def build_server(
-    db_path: Path | str | None = None, *, models: Callable[[str], Model] | None = None
-) -> MCPServer[Ted]:
+def build_server(db_path: Path | str | None = None, *, models: Callable[[str], Model] | None = None) -> MCPServer[Ted]:
     """The server, bound to one database file (default: `TED_DB` or the user data dir).
 
     `models` turns a `provider:model` name into a model (default: the provider adapters);

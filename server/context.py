@@ -4,12 +4,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mcp.server.mcpserver import Context
-from ted_server.runner import JobRunner
 
 from ted.ledger import Ledger
 from ted.llm.base import Model
 from ted.store import Store
 from ted.store.records import LibraryState
+from ted_server.runner import JobRunner
 
 
 @dataclass

@@ -5,7 +5,6 @@ from typing import Annotated, Any
 import anyio
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
-from ted_server.context import ted
 
 from ted.errors import InvalidInput
 from ted.runs import jobs
@@ -13,6 +12,7 @@ from ted.runs.datasets import dataset_from_items, load_dataset
 from ted.runs.jobs import Compression, JobStatus
 from ted.runs.prepare import Estimate, create_job, prepare_job, prepare_resume
 from ted.store.records import LibraryName
+from ted_server.context import ted
 
 JobId = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -36,8 +36,12 @@ async def distill_batch(
     epochs: Annotated[int, Field(ge=1, le=100)] = 3,
     rollouts: Annotated[int, Field(ge=1, le=64, description="Student attempts per problem and epoch.")] = 5,
     concurrency: Annotated[int, Field(ge=1, le=256, description="Problems in flight; 1 = strict order.")] = 8,
-    student: Annotated[str | None, Field(description="provider:model; default: the library's, else TED_STUDENT.")] = None,
-    teacher: Annotated[str | None, Field(description="provider:model; default: the library's, else TED_TEACHER.")] = None,
+    student: Annotated[
+        str | None, Field(description="provider:model; default: the library's, else TED_STUDENT.")
+    ] = None,
+    teacher: Annotated[
+        str | None, Field(description="provider:model; default: the library's, else TED_TEACHER.")
+    ] = None,
     compression: Annotated[
         Compression, Field(description="teacher (the method); none, truncate, random reproduce the ablations.")
     ] = "teacher",
@@ -77,9 +81,20 @@ async def distill_batch(
         else:
             data = await dataset_from_items(dataset, limit=limit)
         prepared = await prepare_job(
-            shared.store, shared.models, data, library=library, student=student, teacher=teacher,
-            check_models=not estimate_only, epochs=epochs, rollouts=rollouts, concurrency=concurrency,
-            compression=compression, critique_all=critique_all, max_cost_usd=max_cost_usd, max_tokens=max_tokens,
+            shared.store,
+            shared.models,
+            data,
+            library=library,
+            student=student,
+            teacher=teacher,
+            check_models=not estimate_only,
+            epochs=epochs,
+            rollouts=rollouts,
+            concurrency=concurrency,
+            compression=compression,
+            critique_all=critique_all,
+            max_cost_usd=max_cost_usd,
+            max_tokens=max_tokens,
         )
         if estimate_only:
             return DistillStarted(started=False, estimate=prepared.estimate, job=None)

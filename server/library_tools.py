@@ -6,7 +6,6 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
-from ted_server.context import ted
 
 from ted import agent
 from ted.store.records import (
@@ -23,6 +22,7 @@ from ted.store.records import (
     TaskText,
     TrajectoryText,
 )
+from ted_server.context import ted
 
 
 async def get_experiences(

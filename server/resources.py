@@ -4,13 +4,13 @@
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
-from ted_server.context import ted
 
 from ted import agent
 from ted.errors import TedError
 from ted.prompts import solve_prompt
 from ted.runs import jobs
 from ted.store.records import library_name
+from ted_server.context import ted
 
 
 async def experience_prompt(library: str, ctx: Context) -> str:
@@ -29,14 +29,28 @@ async def job(job_id: str, ctx: Context) -> str:
 
 # (uri, name, description, mime type, function)
 RESOURCES = [
-    ("ted://libraries/{library}/prompt", "experience-prompt", "The text a library adds to a system prompt.",
-     "text/markdown", experience_prompt),
-    ("ted://libraries/{library}/history", "library-history",
-     "Every version of a library: kind, reason, operations and the lessons it held.", "application/json",
-     library_history),
-    ("ted://jobs/{job_id}", "job", "A distillation job: state, progress, cost, library version, error.",
-     "application/json", job),
-]  # fmt: skip
+    (
+        "ted://libraries/{library}/prompt",
+        "experience-prompt",
+        "The text a library adds to a system prompt.",
+        "text/markdown",
+        experience_prompt,
+    ),
+    (
+        "ted://libraries/{library}/history",
+        "library-history",
+        "Every version of a library: kind, reason, operations and the lessons it held.",
+        "application/json",
+        library_history,
+    ),
+    (
+        "ted://jobs/{job_id}",
+        "job",
+        "A distillation job: state, progress, cost, library version, error.",
+        "application/json",
+        job,
+    ),
+]
 
 
 async def solve_with_experiences(task: str, ctx: Context, library: str = "default") -> str:

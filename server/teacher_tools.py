@@ -4,12 +4,12 @@ from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
-from ted_server.context import ted
 
 from ted.store.records import LibraryName, TaskId
 from ted.teacher.compression import CompressionResult
 from ted.teacher.compression import compress_library as compress
 from ted.teacher.critique import CritiqueResult, critique_task
+from ted_server.context import ted
 
 
 async def request_critique(ctx: Context, task_id: TaskId, library: LibraryName = "default") -> CritiqueResult:

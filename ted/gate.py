@@ -16,26 +16,53 @@ COPIED_SPAN_WORDS = 12
 
 _SECRET = r"\b(api[ _-]?keys?|passwords?|secrets?|credentials?|private keys?|access tokens?|ssh keys?)"
 _INJECTION = [
-    (re.compile(r"\b(ignore|disregard|forget|override)\b.{0,40}\b(previous|prior|above|earlier|all|system|your)\b"
-                r".{0,20}\b(instructions?|prompts?|rules|guidelines|messages?)", re.I | re.S),
-     "tries to override the agent's instructions"),
-    (re.compile(r"\b(system prompt|developer message|jailbreak|you are now|act as (an? )?(unrestricted|dan))", re.I),
-     "talks to the agent about its own prompt or role"),
-    (re.compile(r"(https?://|ftp://|www\.)\S+|\b[a-z0-9-]+\.(com|net|org|io|ru|xyz|sh)/\S*", re.I),
-     "contains a URL; lessons must not send the agent anywhere"),
-    (re.compile(r"\b(send|share|reveal|print|output|post|upload|provide|paste|dump|leak|email|read|cat|echo)\b"
-                r".{0,40}" + _SECRET, re.I | re.S),
-     "asks for secrets or credentials"),
-    (re.compile(r"\b(ask|request|demand|beg)(s|ed|ing)?\b(\s+\S+){0,4}?\s+for\b.{0,30}" + _SECRET, re.I | re.S),
-     "asks for secrets or credentials"),
-    (re.compile(r"\b(collect|harvest|steal|grab|extract)\b.{0,40}" + _SECRET
-                + r"|\b(give|tell|enter|type)\b.{0,20}\b(your|their|the user'?s)\b.{0,20}" + _SECRET, re.I | re.S),
-     "asks for secrets or credentials"),
-    (re.compile(r"\bexfiltrat\w*|\brm\s+-rf\s+[/~]|\|\s*(ba)?sh\b|\.env\b", re.I),
-     "contains a command aimed at the agent's machine"),
-    (re.compile(r"<\|[a-z_]+\|>|\[/?(INST|SYS)\]|<\/?(system|assistant|user)>", re.I),
-     "contains chat-template control tokens"),
-]  # fmt: skip
+    (
+        re.compile(
+            r"\b(ignore|disregard|forget|override)\b.{0,40}\b(previous|prior|above|earlier|all|system|your)\b"
+            r".{0,20}\b(instructions?|prompts?|rules|guidelines|messages?)",
+            re.I | re.S,
+        ),
+        "tries to override the agent's instructions",
+    ),
+    (
+        re.compile(r"\b(system prompt|developer message|jailbreak|you are now|act as (an? )?(unrestricted|dan))", re.I),
+        "talks to the agent about its own prompt or role",
+    ),
+    (
+        re.compile(r"(https?://|ftp://|www\.)\S+|\b[a-z0-9-]+\.(com|net|org|io|ru|xyz|sh)/\S*", re.I),
+        "contains a URL; lessons must not send the agent anywhere",
+    ),
+    (
+        re.compile(
+            r"\b(send|share|reveal|print|output|post|upload|provide|paste|dump|leak|email|read|cat|echo)\b"
+            r".{0,40}" + _SECRET,
+            re.I | re.S,
+        ),
+        "asks for secrets or credentials",
+    ),
+    (
+        re.compile(r"\b(ask|request|demand|beg)(s|ed|ing)?\b(\s+\S+){0,4}?\s+for\b.{0,30}" + _SECRET, re.I | re.S),
+        "asks for secrets or credentials",
+    ),
+    (
+        re.compile(
+            r"\b(collect|harvest|steal|grab|extract)\b.{0,40}"
+            + _SECRET
+            + r"|\b(give|tell|enter|type)\b.{0,20}\b(your|their|the user'?s)\b.{0,20}"
+            + _SECRET,
+            re.I | re.S,
+        ),
+        "asks for secrets or credentials",
+    ),
+    (
+        re.compile(r"\bexfiltrat\w*|\brm\s+-rf\s+[/~]|\|\s*(ba)?sh\b|\.env\b", re.I),
+        "contains a command aimed at the agent's machine",
+    ),
+    (
+        re.compile(r"<\|[a-z_]+\|>|\[/?(INST|SYS)\]|<\/?(system|assistant|user)>", re.I),
+        "contains chat-template control tokens",
+    ),
+]
 
 
 def _words(text: str) -> list[str]:

@@ -62,7 +62,6 @@ class CostSummary(BaseModel):
         )
 
 
-
 class RecordedModel:
     """A model whose every call lands in the ledger."""
 
@@ -104,18 +103,27 @@ class Ledger:
         self.store = store
 
     def bind(
-        self, model: Model, role: Role, *, library: str | None = None, task_id: str | None = None,
-        job_id: str | None = None, key: str | None = None,
-    ) -> RecordedModel:  # fmt: skip
+        self,
+        model: Model,
+        role: Role,
+        *,
+        library: str | None = None,
+        task_id: str | None = None,
+        job_id: str | None = None,
+        key: str | None = None,
+    ) -> RecordedModel:
         """`model`, recording every call; with `key`, replaying the reply stored under (job_id, key)."""
         return RecordedModel(model, self, role, {"library": library, "task_id": task_id, "job_id": job_id}, key)
 
     async def stored_reply(self, job_id: str | None, key: str) -> Completion | None:
-        async with self.store.reading() as db, db.execute(
-            "SELECT reply, input_tokens, output_tokens FROM model_calls WHERE job_id IS ? AND call_key = ? AND ok"
-            " AND reply IS NOT NULL ORDER BY id DESC LIMIT 1",
-            (job_id, key),
-        ) as cursor:
+        async with (
+            self.store.reading() as db,
+            db.execute(
+                "SELECT reply, input_tokens, output_tokens FROM model_calls WHERE job_id IS ? AND call_key = ? AND ok"
+                " AND reply IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (job_id, key),
+            ) as cursor,
+        ):
             row = await cursor.fetchone()
         if row is None:
             return None
@@ -149,11 +157,17 @@ class Ledger:
         usage = completion.usage if completion else None
         tokens_in, tokens_out = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
         row = {
-            "role": role, "model": model, "input_tokens": tokens_in, "output_tokens": tokens_out,
+            "role": role,
+            "model": model,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
             "cost_usd": cost_usd(model, tokens_in, tokens_out),
-            "latency_ms": round((time.perf_counter() - started) * 1000), "ok": error is None, "error": error,
-            **scope, "created_at": timestamp(),
-        }  # fmt: skip
+            "latency_ms": round((time.perf_counter() - started) * 1000),
+            "ok": error is None,
+            "error": error,
+            **scope,
+            "created_at": timestamp(),
+        }
         if key is not None:
             row |= {"call_key": key, "reply": completion.text if completion else None}
         async with self.store.transaction() as db:

@@ -140,9 +140,7 @@ def compress_prompt(items: list[dict], token_budget: int, max_items: int, tokens
 
 # ---- the student in a distillation or an evaluation ----------------------------------------
 
-STUDENT_SYSTEM = (
-    "Solve the task. Reason step by step, then end with a line of the form 'Answer: <your final answer>'."
-)
+STUDENT_SYSTEM = "Solve the task. Reason step by step, then end with a line of the form 'Answer: <your final answer>'."
 
 
 def student_system(experiences: str) -> str:

@@ -131,8 +131,9 @@ def parse_json(text: str, source: Path) -> LibraryExport:
     except ValidationError as e:
         raise InvalidInput(f'{source}: "settings" {_problem(e)}') from None
     origin = data.get("library")
-    return _nonempty(source, LibraryExport(library=origin if isinstance(origin, str) else None,
-                                           settings=settings, experiences=items))  # fmt: skip
+    return _nonempty(
+        source, LibraryExport(library=origin if isinstance(origin, str) else None, settings=settings, experiences=items)
+    )
 
 
 BULLET = re.compile(r"^(?:[-*+]|\d{1,9}[.)])(?:\s+(.*))?$")
@@ -203,8 +204,10 @@ def _safe(item: ExportedExperience, where: str) -> ExportedExperience:
 
 def _nonempty(source: Path, data: LibraryExport) -> LibraryExport:
     if not data.experiences:
-        raise InvalidInput(f"{source} holds no lessons: write one per line, as '- text' in Markdown or "
-                           '{"experiences": [{"text": "..."}]} in JSON.')  # fmt: skip
+        raise InvalidInput(
+            f"{source} holds no lessons: write one per line, as '- text' in Markdown or "
+            '{"experiences": [{"text": "..."}]} in JSON.'
+        )
     return data
 
 
@@ -234,9 +237,14 @@ async def import_experiences(
     await store.ensure_library(library, data.settings)
     state = await store.library_state(library)
     retire = [DeleteOp(id=e.id) for e in state.experiences] if replace else []
-    adds = [AddOp(text=item.text, provenance=_provenance(data, item),
-                  **item.model_dump(include={"usage_count", "helpful_count", "harmful_count"}))
-            for item in data.experiences]  # fmt: skip
+    adds = [
+        AddOp(
+            text=item.text,
+            provenance=_provenance(data, item),
+            **item.model_dump(include={"usage_count", "helpful_count", "harmful_count"}),
+        )
+        for item in data.experiences
+    ]
     reason = f"imported {len(adds)} experiences from {source}" + (f", retiring {len(retire)}" if replace else "")
     # A lesson another client adds meanwhile would survive a replace unseen; refuse instead.
     guard = state.version if replace else None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
+
 from ted_server import build_server
 
 
@@ -71,8 +72,11 @@ def http_server(db_path: Path, *extra: str, env: Mapping[str, str] | None = None
     port = free_port()
     proc = subprocess.Popen(
         [installed_command("ted-mcp"), "--transport", "http", "--port", str(port), "--db", str(db_path), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(env if env is not None else os.environ),
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env if env is not None else os.environ),
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -11,8 +11,12 @@ from ted.llm.base import Message, OutputSchema
 from ted.llm.scripted import ScriptedModel
 from ted.prompts import COMPRESS_SYSTEM, CRITIQUE_SYSTEM, SUMMARISE_SYSTEM, TEACHER_SOLVE_SYSTEM
 
-STEPS = {TEACHER_SOLVE_SYSTEM: "solve", SUMMARISE_SYSTEM: "summarise", CRITIQUE_SYSTEM: "critique",
-         COMPRESS_SYSTEM: "compress"}  # fmt: skip
+STEPS = {
+    TEACHER_SOLVE_SYSTEM: "solve",
+    SUMMARISE_SYSTEM: "summarise",
+    CRITIQUE_SYSTEM: "critique",
+    COMPRESS_SYSTEM: "compress",
+}
 SOLUTION = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nAnswer: 391"
 
 # An entry of a step's queue: a reply object (sent as JSON), raw text, an exception to raise,
@@ -25,11 +29,15 @@ def chains_for(prompt: str) -> dict[str, Any]:
     labels = re.search(r"labelled (.+)\.\s*$", prompt).group(1).split(", ")
     return {
         "chains": [
-            {"label": label, "premises": [f"premises of {label}"], "steps": [f"step of {label}"],
-             "conclusion": f"conclusion of {label}"}
+            {
+                "label": label,
+                "premises": [f"premises of {label}"],
+                "steps": [f"step of {label}"],
+                "conclusion": f"conclusion of {label}",
+            }
             for label in labels
         ]
-    }  # fmt: skip
+    }
 
 
 class Teacher:
@@ -45,8 +53,10 @@ class Teacher:
         name: str = "scripted:teacher",
     ):
         self.queues: dict[str, list[Entry]] = {
-            "critique": list(critiques), "compress": list(plans), "summarise": list(summaries),
-        }  # fmt: skip
+            "critique": list(critiques),
+            "compress": list(plans),
+            "summarise": list(summaries),
+        }
         self.solution = solution
         self.steps: list[str] = []
         self.prompts: dict[str, list[str]] = {step: [] for step in STEPS.values()}

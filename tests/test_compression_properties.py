@@ -13,8 +13,30 @@ from ted.store.records import AddOp, LibrarySettings
 from ted.teacher.compression import fit_to_budget, validate_plan
 from ted.teacher.replies import CompressionPlan, PlanDelete, PlanMerge, PlanRetain, PlanRewrite
 
-WORDS = ["check", "units", "before", "adding", "rates", "per", "hour", "draw", "a", "table", "of", "cases",
-         "verify", "the", "final", "answer", "against", "constraints", "estimate", "first", "then", "compute"]  # fmt: skip
+WORDS = [
+    "check",
+    "units",
+    "before",
+    "adding",
+    "rates",
+    "per",
+    "hour",
+    "draw",
+    "a",
+    "table",
+    "of",
+    "cases",
+    "verify",
+    "the",
+    "final",
+    "answer",
+    "against",
+    "constraints",
+    "estimate",
+    "first",
+    "then",
+    "compute",
+]
 
 lesson = st.lists(st.sampled_from(WORDS), min_size=3, max_size=60).map(lambda ws: " ".join(ws).capitalize() + ".")
 some_id = st.integers(min_value=1, max_value=40).map(lambda n: f"E{n}")  # ids past the library are unknown

@@ -26,9 +26,14 @@ async def test_four_processes_recording_fifty_attempts_each_count_exactly_200(db
             for i in range(ATTEMPTS):
                 result = await client.call_tool(
                     "record_attempt",
-                    {"library": "shared", "task": f"worker {n} task {i}", "trajectory": "Estimate first [E1].",
-                     "answer": "1", "ground_truth": "1" if i % 2 else "2"},
-                )  # fmt: skip
+                    {
+                        "library": "shared",
+                        "task": f"worker {n} task {i}",
+                        "trajectory": "Estimate first [E1].",
+                        "answer": "1",
+                        "ground_truth": "1" if i % 2 else "2",
+                    },
+                )
                 if result.is_error or result.structured_content["counted_ids"] != ["E1"]:
                     failures.append(str(result.content))
 

@@ -92,8 +92,10 @@ async def library_now(store: Store) -> list[tuple]:
 
 async def versions(store: Store) -> list[tuple]:
     """The library's history as what each version did, without provenance (job and attempt ids differ)."""
-    return [(v.version, v.kind, [(op.op, getattr(op, "id", None), getattr(op, "text", None)) for op in v.operations])
-            for v in await store.history(LIB)]  # fmt: skip
+    return [
+        (v.version, v.kind, [(op.op, getattr(op, "id", None), getattr(op, "text", None)) for op in v.operations])
+        for v in await store.history(LIB)
+    ]
 
 
 def over_budget(snapshot, settings) -> bool:
@@ -140,11 +142,19 @@ async def test_calls_follow_the_protocol(store, db_path):
     # Ops in problem order: p1 adds subtraction, p2 multiplication; p4, p5, p7 repeat them.
     e1, e2, e3 = finished.epochs
     assert (e1.attempts, e1.correct, e1.all_correct_groups, e1.critiques, e1.operations, e1.rejected) == (
-        45, 20, 4, 5, 2, 3)  # fmt: skip
+        45,
+        20,
+        4,
+        5,
+        2,
+        3,
+    )
     assert [(e.attempts, e.correct, e.critiques) for e in (e2, e3)] == [(45, 45, 0)] * 2
     assert [(e.items, e.version) for e in finished.epochs] == [(2, 1)] * 3
     assert [i.text.split(",")[0] for i in (await store.history(LIB))[-1].snapshot] == [
-        "For subtraction", "For multiplication"]  # fmt: skip
+        "For subtraction",
+        "For multiplication",
+    ]
 
     guess = estimate(job.params, job_problems := await jobs.problems(store, job.id))
     assert guess.problems == len(job_problems) == 9
@@ -188,8 +198,9 @@ async def test_concurrency_one_is_the_strict_sequential_order(store, db_path):
     # already uses; likewise p2's multiplication lesson helps p5. Only p1 and p2 are critiqued.
     with sqlite3.connect(db_path) as db:
         order = [t for (t,) in db.execute("SELECT task_id FROM model_calls WHERE role = 'critique' ORDER BY id")]
-        p4 = db.execute("SELECT correct, cited FROM attempts WHERE job_id = ? AND epoch = 0 AND problem_id = 'p4'",
-                        (job.id,)).fetchall()  # fmt: skip
+        p4 = db.execute(
+            "SELECT correct, cited FROM attempts WHERE job_id = ? AND epoch = 0 AND problem_id = 'p4'", (job.id,)
+        ).fetchall()
     assert order == [tid(1), tid(2)]
     assert p4 == [(1, '["E1"]')] * 3
     history = await store.history(LIB)
@@ -212,7 +223,9 @@ async def test_a_batch_applies_its_operations_in_problem_order(store, db_path):
     batch = (await store.history(LIB))[1]
     assert batch.kind == "critique" and "(5 critiques)" in batch.reason
     assert [(op.op, op.id, op.provenance["critique_id"].rsplit(".", 1)[1]) for op in batch.operations] == [
-        ("add", "E1", "p1"), ("add", "E2", "p2")]  # fmt: skip
+        ("add", "E1", "p1"),
+        ("add", "E2", "p2"),
+    ]
     rejected = {cid.rsplit(".", 1)[1]: json.loads(r) for cid, _, r in critiques(db_path)}
     assert rejected["p1"] == rejected["p2"] == []
     for later in ("p4", "p5", "p7"):
@@ -240,9 +253,17 @@ async def test_an_operation_on_a_lesson_an_earlier_problem_removed_is_dropped_an
     batch = (await store.history(LIB))[-1]
     assert [(op.op, op.id) for op in batch.operations] == [("delete", "E1")] and batch.snapshot == []
     rejected = {cid.rsplit(".", 1)[1]: json.loads(r) for cid, _, r in critiques(db_path)}
-    assert rejected["p4"] == [{"operation": {"op": "rewrite", "id": "E1", "text": (
-        "Always estimate the result before computing it."), "rationale": ""},
-        "reason": "refers to E1, not an active lesson"}]  # fmt: skip
+    assert rejected["p4"] == [
+        {
+            "operation": {
+                "op": "rewrite",
+                "id": "E1",
+                "text": ("Always estimate the result before computing it."),
+                "rationale": "",
+            },
+            "reason": "refers to E1, not an active lesson",
+        }
+    ]
 
 
 # -- the budget -------------------------------------------------------------------------------
@@ -250,10 +271,14 @@ async def test_an_operation_on_a_lesson_an_earlier_problem_removed_is_dropped_an
 
 @pytest.mark.parametrize(
     ("strategy", "settings"),
-    [("teacher", {"max_items": 1}), ("truncate", {"max_items": 1}), ("random", {"max_items": 1}),
-     ("teacher", {"token_budget": 95})],
+    [
+        ("teacher", {"max_items": 1}),
+        ("truncate", {"max_items": 1}),
+        ("random", {"max_items": 1}),
+        ("teacher", {"token_budget": 95}),
+    ],
     ids=["teacher-items", "truncate-items", "random-items", "teacher-tokens"],
-)  # fmt: skip
+)
 async def test_the_library_is_within_budget_after_every_batch(store, db_path, strategy, settings):
     state = await store.configure(LIB, **settings)
     job = await create(store, epochs=2, rollouts=2, concurrency=4, compression=strategy)
@@ -327,10 +352,12 @@ async def test_cancel_before_the_next_batch(store, db_path):
 
 @pytest.mark.parametrize(
     ("cap", "raised", "named"),
-    [({"max_tokens": 4000}, {"max_tokens": 10**9}, "token cap of 4,000"),
-     ({"max_cost_usd": 0.002}, {"max_cost_usd": 100.0}, "cost cap of $0.002")],
+    [
+        ({"max_tokens": 4000}, {"max_tokens": 10**9}, "token cap of 4,000"),
+        ({"max_cost_usd": 0.002}, {"max_cost_usd": 100.0}, "cost cap of $0.002"),
+    ],
     ids=["tokens", "cost"],
-)  # fmt: skip
+)
 async def test_a_cap_stops_cleanly_and_a_raised_cap_resumes(store, db_path, tmp_path, cap, raised, named):
     # A priced name (the scripted classroom answers under any name) so the cost cap can bite.
     spec = {"epochs": 2, "rollouts": 3, "concurrency": 3, "student": "openai:gpt-4.1-mini"}
@@ -380,8 +407,13 @@ async def _fresh_run(path, n: int, settings: dict | None, params: dict) -> Fresh
         finished = await run(store, job)
         assert finished.state == "done"
         history = await versions(store)
-        return Fresh(finished, paid_calls(path, job.id), await library_now(store),
-                     [(c[0].split(".", 1)[1], c[1], c[2]) for c in critiques(path)], history)  # fmt: skip
+        return Fresh(
+            finished,
+            paid_calls(path, job.id),
+            await library_now(store),
+            [(c[0].split(".", 1)[1], c[1], c[2]) for c in critiques(path)],
+            history,
+        )
 
 
 async def test_a_failing_model_fails_the_job_which_resumes_where_it_stopped(store, db_path, tmp_path):
@@ -414,7 +446,7 @@ async def test_a_failing_model_fails_the_job_which_resumes_where_it_stopped(stor
 @pytest.mark.parametrize(
     ("step", "nth"),
     [("student", 8), ("solve", 1), ("critique", 4), ("compress", 3)],
-)  # fmt: skip
+)
 async def test_a_job_interrupted_anywhere_resumes_without_repeating_a_call(store, db_path, tmp_path, step, nth):
     # Six problems in two batches of three, two epochs; room for one lesson, so batches compress
     # too: 5 critiques (p1, p2; p4; p1; p4) and 4 compressions in all.

@@ -40,8 +40,20 @@ PROBLEMS = problems(12)
 QUESTION = {p["id"]: p["question"] for p in PROBLEMS}
 INDEX = {p["id"]: i for i, p in enumerate(PROBLEMS)}
 # 12 problems in batches of 4 → 3 batches per epoch, 6 in all.
-RUN = ["--library", "arith", "--student", "local:student", "--teacher", "local:teacher",
-       "--epochs", "2", "--rollouts", "3", "--concurrency", "4"]  # fmt: skip
+RUN = [
+    "--library",
+    "arith",
+    "--student",
+    "local:student",
+    "--teacher",
+    "local:teacher",
+    "--epochs",
+    "2",
+    "--rollouts",
+    "3",
+    "--concurrency",
+    "4",
+]
 _QUESTION = re.compile(r"What is \d+ [-+*] \d+\?")
 
 
@@ -54,8 +66,12 @@ def write_dataset(directory: Path) -> Path:
 def kind(request: RecordedRequest) -> tuple[str, str | None]:
     """What a request asks for: the step, and the problem it is about (None for a compression)."""
     prompt = request.prompt
-    for system, name in ((COMPRESS_SYSTEM, "compress"), (CRITIQUE_SYSTEM, "critique"),
-                         (SUMMARISE_SYSTEM, "summarise"), (TEACHER_SOLVE_SYSTEM, "solve")):  # fmt: skip
+    for system, name in (
+        (COMPRESS_SYSTEM, "compress"),
+        (CRITIQUE_SYSTEM, "critique"),
+        (SUMMARISE_SYSTEM, "summarise"),
+        (TEACHER_SOLVE_SYSTEM, "solve"),
+    ):
         if system in prompt:
             break
     else:
@@ -141,8 +157,9 @@ async def ted(db: Path, *args: str) -> int:
 
 async def distill(db: Path, directory: Path, *extra: str) -> int:
     await ted(db, "config", "arith", "--max-items", "1")
-    return await ted(db, "distill", "--dataset", str(write_dataset(directory)), *RUN,
-                     "--report", str(directory / "report"), *extra)  # fmt: skip
+    return await ted(
+        db, "distill", "--dataset", str(write_dataset(directory)), *RUN, "--report", str(directory / "report"), *extra
+    )
 
 
 @dataclass(frozen=True)
@@ -211,8 +228,10 @@ async def test_kill_mid_batch_and_resume_equals_an_uninterrupted_run(tmp_path: P
         with log.open("w") as err:
             process = await anyio.open_process(
                 [exe, "distill", "--dataset", str(write_dataset(tmp_path)), *RUN, "--report", str(tmp_path / "r")],
-                env=env, stdout=err, stderr=err,
-            )  # fmt: skip
+                env=env,
+                stdout=err,
+                stderr=err,
+            )
 
         def p7_critique_stored() -> bool:
             if script.hung is None or server.in_flight != 1 or not db.exists():
@@ -300,8 +319,11 @@ async def test_transient_errors_are_retried_by_the_sdk_and_leave_no_trace(
         assert await distill(tmp_path / "ted.db", tmp_path) == 0
 
     assert script.faults >= 20
-    assert Counter(r.status for r in server.requests) == {200: sum(clean.requests.values()), 429: script.faults // 2,
-                                                          500: script.faults - script.faults // 2}  # fmt: skip
+    assert Counter(r.status for r in server.requests) == {
+        200: sum(clean.requests.values()),
+        429: script.faults // 2,
+        500: script.faults - script.faults // 2,
+    }
     # The retries happen inside the SDK: the ledger has one successful row per call and no failed one.
     assert outcome(tmp_path / "ted.db") == clean.outcome
     with read_only(tmp_path / "ted.db") as c:

@@ -45,8 +45,9 @@ async def ted(db: Path, *args: str) -> int:
     [(["subtraction", "multiplication"], 2, 9, 6), (["subtraction"], 1, 6, 3), ([], 1, 3, 0)],
     ids=["both lessons", "one lesson", "no lessons"],
 )
-async def test_eval_reports_what_the_classroom_implies(classroom, dataset, db_path, tmp_path, capsys, skills, k, with_,
-                                                       improved):  # fmt: skip
+async def test_eval_reports_what_the_classroom_implies(
+    classroom, dataset, db_path, tmp_path, capsys, skills, k, with_, improved
+):
     assert await ted(db_path, "config", "arith", "--max-items", "15") == 0  # the library exists, maybe empty
     for skill in skills:
         assert await ted(db_path, "add", "arith", LESSONS[skill]) == 0
@@ -54,8 +55,20 @@ async def test_eval_reports_what_the_classroom_implies(classroom, dataset, db_pa
     capsys.readouterr()
 
     out_dir = tmp_path / "eval"
-    rc = await ted(db_path, "eval", "--dataset", str(dataset), "--library", "arith", "--student", "local:student",
-                   "--samples", str(k), "--report", str(out_dir))  # fmt: skip
+    rc = await ted(
+        db_path,
+        "eval",
+        "--dataset",
+        str(dataset),
+        "--library",
+        "arith",
+        "--student",
+        "local:student",
+        "--samples",
+        str(k),
+        "--report",
+        str(out_dir),
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
 
@@ -120,7 +133,9 @@ async def test_distill_then_eval_end_to_end(classroom, dataset, db_path, tmp_pat
     assert (report["state"], report["epochs_planned"], report["concurrency"]) == ("finished", 2, 3)
     # Epoch 1: p1 and p2 (first batch) wrong before their lessons existed, everything else right.
     assert [(e["epoch"], e["problems"], e["rollouts"], e["correct"], e["critiques"]) for e in report["epochs"]] == [
-        (1, N, 2 * N, 2 * N - 4, 2), (2, N, 2 * N, 2 * N, 0)]  # fmt: skip
+        (1, N, 2 * N, 2 * N - 4, 2),
+        (2, N, 2 * N, 2 * N, 0),
+    ]
     assert [e["library"]["items"] for e in report["epochs"]] == [2, 2] and report["initial"]["items"] == 0
     assert report["cost"]["calls"] == len(classroom.requests)  # every call in the ledger, none repeated
     assert (tmp_path / "distill" / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -135,4 +150,6 @@ async def test_distill_then_eval_end_to_end(classroom, dataset, db_path, tmp_pat
     assert rc == 0, capsys.readouterr().err
     evaluation = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert (evaluation["with_library"]["accuracy"], evaluation["without_library"]["accuracy"]) == (
-        1.0, pytest.approx(1 / 3))  # fmt: skip
+        1.0,
+        pytest.approx(1 / 3),
+    )

@@ -31,8 +31,12 @@ def run_quickstart(db_path: Path, *extra: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TED_DB"}
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "quickstart_client.py"), "--db", str(db_path), *extra],
-        check=False, capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -114,8 +118,12 @@ def test_claude_code_commands():
             assert command.index("ted") < command.index("--env")
     for command in http:
         assert command[command.index("http") + 1 : command.index("http") + 6] == [
-            "--scope", "user", "ted", "http://127.0.0.1:8765/mcp", "--header",
-        ]  # fmt: skip
+            "--scope",
+            "user",
+            "ted",
+            "http://127.0.0.1:8765/mcp",
+            "--header",
+        ]
         assert command[-2:] == ["--header", "Authorization: Bearer $TED_HTTP_TOKEN"]
 
 
@@ -163,9 +171,12 @@ def example_env(server: ModelServer, db: Path, **extra: str) -> dict[str, str]:
     """The test's environment without any real key or model setting, pointed at the local server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)}
     return env | {
-        "TED_DB": str(db), "TED_TEACHER": "local:teacher", "TED_STUDENT": "local:student",
-        "TED_OPENAI_COMPATIBLE_BASE_URL": server.openai_base_url, **extra,
-    }  # fmt: skip
+        "TED_DB": str(db),
+        "TED_TEACHER": "local:teacher",
+        "TED_STUDENT": "local:student",
+        "TED_OPENAI_COMPATIBLE_BASE_URL": server.openai_base_url,
+        **extra,
+    }
 
 
 def run_example(name: str, args: list[str], env: dict[str, str], timeout: float = 60) -> str:
@@ -187,15 +198,35 @@ def test_agent_loop_learns_through_the_tools(model_server, problems_file, tmp_pa
     runs = {}
     for provider in ("openai", "anthropic"):
         db = tmp_path / f"{provider}.db"
-        sdk_env = {"OPENAI_BASE_URL": model_server.openai_base_url, "OPENAI_API_KEY": "sk-test",
-                   "ANTHROPIC_BASE_URL": model_server.anthropic_base_url, "ANTHROPIC_API_KEY": "sk-ant-test"}
+        sdk_env = {
+            "OPENAI_BASE_URL": model_server.openai_base_url,
+            "OPENAI_API_KEY": "sk-test",
+            "ANTHROPIC_BASE_URL": model_server.anthropic_base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-test",
+        }
         env = example_env(model_server, db, **sdk_env)
-        args = ["--provider", provider, "--model", AGENT_MODEL, "--dataset", str(problems_file), "--limit", "6",
-                "--library", "arith"]  # fmt: skip
-        runs[provider] = db, subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "agent_loop.py"), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
+        args = [
+            "--provider",
+            provider,
+            "--model",
+            AGENT_MODEL,
+            "--dataset",
+            str(problems_file),
+            "--limit",
+            "6",
+            "--library",
+            "arith",
+        ]
+        runs[provider] = (
+            db,
+            subprocess.Popen(
+                [sys.executable, str(EXAMPLES / "agent_loop.py"), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            ),
+        )
     system_prompt = load_example("agent_loop").SYSTEM_PROMPT
 
     for provider, (db, proc) in runs.items():
@@ -213,8 +244,9 @@ def test_agent_loop_learns_through_the_tools(model_server, problems_file, tmp_pa
 
         assert query(db, "SELECT count(*), sum(correct), min(model) FROM attempts") == [(6, 4, f"{provider}:agent")]
         assert query(db, "SELECT id, usage_count FROM experiences WHERE state = 'active' ORDER BY id") == [
-            ("E1", 1), ("E2", 1)
-        ]  # fmt: skip
+            ("E1", 1),
+            ("E2", 1),
+        ]
         assert query(db, "SELECT count(*) FROM critiques") == [(2,)]
         assert query(db, "SELECT version FROM libraries WHERE name = 'arith'") == [(2,)]
 
@@ -231,10 +263,20 @@ def test_agent_loop_learns_through_the_tools(model_server, problems_file, tmp_pa
 def test_distill_client_follows_a_job_to_the_end(model_server, problems_file, db_path):
     out = run_example(
         "distill_client.py",
-        ["--dataset", str(problems_file), "--library", "arith", "--epochs", "2", "--rollouts", "2",
-         "--concurrency", "2"],
+        [
+            "--dataset",
+            str(problems_file),
+            "--library",
+            "arith",
+            "--epochs",
+            "2",
+            "--rollouts",
+            "2",
+            "--concurrency",
+            "2",
+        ],
         example_env(model_server, db_path),
-    )  # fmt: skip
+    )
     assert "estimate: 6 problems × 2 epochs × 2 rollouts: at most 24 student and" in out
     job_id = re.search(r"^job (job-\w+) started on library arith \(version 0\)", out, re.MULTILINE).group(1)
     # Three batches of two problems per epoch. Notifications come at batch ends, but a job that
@@ -247,8 +289,12 @@ def test_distill_client_follows_a_job_to_the_end(model_server, problems_file, db
     assert "  epoch 1: rollout accuracy 67% (8/12), 2 critiques, 0 compressions" in out
     assert "  epoch 2: rollout accuracy 100% (12/12), 0 critiques, 0 compressions" in out
     assert "library arith v2: 2 lessons, 101/4000 tokens" in out
-    assert re.search(r"^cost: 30 model calls, [\d,]+ tokens in / [\d,]+ out, cost unknown \(no price for "
-                     r"local:student, local:teacher\)$", out, re.MULTILINE), out  # fmt: skip
+    assert re.search(
+        r"^cost: 30 model calls, [\d,]+ tokens in / [\d,]+ out, cost unknown \(no price for "
+        r"local:student, local:teacher\)$",
+        out,
+        re.MULTILINE,
+    ), out
 
     assert query(db_path, "SELECT id, state, problems_done FROM jobs") == [(job_id, "done", 12)]
     assert query(db_path, "SELECT version FROM libraries WHERE name = 'arith'") == [(2,)]
@@ -264,14 +310,32 @@ def test_distill_client_cancels_over_http(model_server, problems_file, db_path):
         # 50 epochs: far more than the job can do before the cancel gets through.
         out = run_example(
             "distill_client.py",
-            ["--url", url, "--dataset", str(problems_file), "--inline", "--library", "arith", "--epochs", "50",
-             "--rollouts", "2", "--concurrency", "1", "--cancel-after", "1"],
+            [
+                "--url",
+                url,
+                "--dataset",
+                str(problems_file),
+                "--inline",
+                "--library",
+                "arith",
+                "--epochs",
+                "50",
+                "--rollouts",
+                "2",
+                "--concurrency",
+                "1",
+                "--cancel-after",
+                "1",
+            ],
             env,
-        )  # fmt: skip
+        )
         job_id = re.search(r"^job (job-\w+) started", out, re.MULTILINE).group(1)
         assert "cancel requested after 1 s: job cancelled" in out, out
-        done = int(re.search(rf"^job {job_id} cancelled: (\d+)/300 problem-epochs; error: Cancelled on request",
-                             out, re.MULTILINE).group(1))  # fmt: skip
+        done = int(
+            re.search(
+                rf"^job {job_id} cancelled: (\d+)/300 problem-epochs; error: Cancelled on request", out, re.MULTILINE
+            ).group(1)
+        )
         assert 3 <= done < 300  # p1 and p2, the first wrong ones, were critiqued before the cancel
         assert re.search(r"^  progress \d+/300 problem-epochs: ", out, re.MULTILINE), out
 

@@ -91,9 +91,17 @@ def test_inspector_lists_the_tools(tmp_path, db_path):
 def test_inspector_reads_the_experience_prompt(tmp_path, db_path, era):
     seed(db_path, "units", LESSON)
     result = inspector_cli(
-        tmp_path, db_path, "--protocol-era", era,
-        "--method", "tools/call", "--tool-name", "get_experiences", "--tool-arg", "library=units",
-    )  # fmt: skip
+        tmp_path,
+        db_path,
+        "--protocol-era",
+        era,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "get_experiences",
+        "--tool-arg",
+        "library=units",
+    )
     assert result["isError"] is False
     prompt = result["structuredContent"]
     assert (prompt["library"], prompt["version"]) == ("units", 1)
@@ -106,9 +114,16 @@ def test_inspector_reads_the_experience_prompt(tmp_path, db_path, era):
 def test_inspector_sees_a_refused_argument_as_a_tool_error(tmp_path, db_path):
     # The Inspector exits 5 when a tool answers isError: true.
     result = inspector_cli(
-        tmp_path, db_path, "--method", "tools/call", "--tool-name", "get_experiences", "--tool-arg", "library=No Caps",
+        tmp_path,
+        db_path,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "get_experiences",
+        "--tool-arg",
+        "library=No Caps",
         expect_exit=5,
-    )  # fmt: skip
+    )
     assert result["isError"] is True
     assert "^[a-z0-9_-]{1,64}$" in result["content"][0]["text"]
 
@@ -118,12 +133,23 @@ def test_inspector_over_http_with_the_bearer_header(tmp_path, db_path):
     seed(db_path, "units", LESSON)
     with http_server(db_path, env={**os.environ, "TED_HTTP_TOKEN": "s3cret-token"}) as url:
         result = inspector_cli(
-            tmp_path, None, "--server-url", url, "--header", "Authorization: Bearer s3cret-token",
-            "--method", "tools/call", "--tool-name", "get_experiences", "--tool-arg", "library=units",
-        )  # fmt: skip
+            tmp_path,
+            None,
+            "--server-url",
+            url,
+            "--header",
+            "Authorization: Bearer s3cret-token",
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "get_experiences",
+            "--tool-arg",
+            "library=units",
+        )
         assert f"[E1] {LESSON}" in result["structuredContent"]["prompt"]
         # Without the header: refused, and --stored-auth-only keeps the Inspector from starting an OAuth login.
-        error = inspector_cli(tmp_path, None, "--server-url", url, "--stored-auth-only", "--method", "tools/list",
-                              expect_exit=3)  # fmt: skip
+        error = inspector_cli(
+            tmp_path, None, "--server-url", url, "--stored-auth-only", "--method", "tools/list", expect_exit=3
+        )
         assert error["code"] == "auth_required"
         assert "missing or wrong bearer token" in error["message"]

@@ -13,18 +13,25 @@ import anyio
 import pytest
 from conftest import dump_database
 from mcp import Client
-from ted_server import build_server
 
 from ted.runs import jobs
 from ted.runs.datasets import dataset_from_items
 from ted.runs.jobs import DistillParams
 from ted.store import Store
 from ted.testing.classroom import Classroom, problems
+from ted_server import build_server
 
 pytestmark = pytest.mark.anyio
 
-START = {"dataset": problems(6), "library": "arith", "student": "scripted:student", "teacher": "scripted:teacher",
-         "epochs": 2, "rollouts": 2, "concurrency": 3}  # fmt: skip
+START = {
+    "dataset": problems(6),
+    "library": "arith",
+    "student": "scripted:student",
+    "teacher": "scripted:teacher",
+    "epochs": 2,
+    "rollouts": 2,
+    "concurrency": 3,
+}
 
 
 @pytest.fixture(params=["auto", "legacy"])
@@ -85,8 +92,9 @@ async def test_distill_batch_starts_a_job_that_get_job_follows_with_progress(db_
             progress.append((done, total, message))
             gate.opened.set()  # the first notification says get_job is waiting: let the job run
 
-        done = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60},
-                          progress_callback=on_progress)  # fmt: skip
+        done = await call(
+            client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60}, progress_callback=on_progress
+        )
         assert (done["state"], done["finished"], done["error"], done["problems_done"]) == ("done", True, None, 12)
         assert done["library_version"] >= 1 and done["cost"]["calls"] > 6 * 2 * 2
         assert [e["attempts"] for e in done["epochs"]] == [12, 12]
@@ -144,17 +152,24 @@ NO_DATASET = {k: v for k, v in START.items() if k != "dataset"}
 
 @pytest.mark.parametrize(
     ("arguments", "says"),
-    [({**START, "dataset": "/nowhere/train.jsonl"}, "/nowhere/train.jsonl"),
-     ({**START, "dataset": [{"id": "a", "question": "What is 1 + 1?", "answer": "2"}, {"id": "b", "question": "?"}]},
-      "items[1]"),
-     ({**START, "dataset": []}, "no problems"),
-     (NO_DATASET, "Give a dataset"),
-     ({**START, "epochs": 0}, "epochs"),
-     ({**START, "rollouts": 65}, "rollouts"),
-     ({"resume": "job-nope"}, "There is no job 'job-nope'"),
-     ({**START, "max_cost_usd": 1.0, "student": "local:qwen"}, "local:qwen has none")],
+    [
+        ({**START, "dataset": "/nowhere/train.jsonl"}, "/nowhere/train.jsonl"),
+        (
+            {
+                **START,
+                "dataset": [{"id": "a", "question": "What is 1 + 1?", "answer": "2"}, {"id": "b", "question": "?"}],
+            },
+            "items[1]",
+        ),
+        ({**START, "dataset": []}, "no problems"),
+        (NO_DATASET, "Give a dataset"),
+        ({**START, "epochs": 0}, "epochs"),
+        ({**START, "rollouts": 65}, "rollouts"),
+        ({"resume": "job-nope"}, "There is no job 'job-nope'"),
+        ({**START, "max_cost_usd": 1.0, "student": "local:qwen"}, "local:qwen has none"),
+    ],
     ids=["missing file", "bad item", "empty", "no dataset", "epochs", "rollouts", "unknown job", "unpriced cap"],
-)  # fmt: skip
+)
 async def test_bad_arguments_are_tool_errors_and_start_nothing(db_path, arguments, says):
     async with connect(db_path) as client:
         before = dump_database(db_path)
@@ -190,8 +205,9 @@ def dead_pid() -> int:
 async def test_a_job_whose_owner_died_resumes_when_a_server_starts(db_path, mode):
     async with Store.open(db_path) as store:
         data = await dataset_from_items(problems(6))
-        params = DistillParams(library="arith", student="scripted:student", teacher="scripted:teacher",
-                               epochs=1, rollouts=2, concurrency=3)  # fmt: skip
+        params = DistillParams(
+            library="arith", student="scripted:student", teacher="scripted:teacher", epochs=1, rollouts=2, concurrency=3
+        )
         orphan = await jobs.create(store, params, data.problems, "inline")
         await jobs.claim(store, orphan.id, f"{socket.gethostname()}:{dead_pid()}")  # lease still valid
         elsewhere = await jobs.create(store, params, data.problems, "inline")

@@ -316,9 +316,12 @@ def fresh_cache():
 
 @pytest.mark.parametrize(
     "name, variable",
-    [("anthropic:claude-x", "ANTHROPIC_API_KEY"), ("openai:gpt-x", "OPENAI_API_KEY"),
-     ("openrouter:qwen/qwen3-vl-8b", "OPENROUTER_API_KEY")],
-)  # fmt: skip
+    [
+        ("anthropic:claude-x", "ANTHROPIC_API_KEY"),
+        ("openai:gpt-x", "OPENAI_API_KEY"),
+        ("openrouter:qwen/qwen3-vl-8b", "OPENROUTER_API_KEY"),
+    ],
+)
 def test_a_missing_key_names_the_variable_to_set(monkeypatch, name, variable):
     monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError, match=f"set the {variable} environment variable"):

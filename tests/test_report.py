@@ -36,16 +36,27 @@ HAND = [
     PairedOutcome(problem_id="p4", with_library=[T, T], without_library=[T, T]),
 ]
 STUDENT_COST = RoleTotals(
-    role="student", model="openai:gpt-4o-mini", calls=16, failed=1, input_tokens=12_345, output_tokens=6_789,
-    cost_usd=0.1234, latency_ms=900,
-)  # fmt: skip
+    role="student",
+    model="openai:gpt-4o-mini",
+    calls=16,
+    failed=1,
+    input_tokens=12_345,
+    output_tokens=6_789,
+    cost_usd=0.1234,
+    latency_ms=900,
+)
 
 
 def report(outcomes=HAND, **overrides) -> EvalReport:
     arguments = {
-        "dataset": "gsm8k_test_200", "student": "openai:gpt-4o-mini", "library": "gsm8k", "library_version": 7,
-        "library_items": 12, "library_tokens": 3_456, "cost": [STUDENT_COST],
-    }  # fmt: skip
+        "dataset": "gsm8k_test_200",
+        "student": "openai:gpt-4o-mini",
+        "library": "gsm8k",
+        "library_version": 7,
+        "library_items": 12,
+        "library_tokens": 3_456,
+        "cost": [STUDENT_COST],
+    }
     return evaluation_report(outcomes, **(arguments | overrides))
 
 
@@ -158,8 +169,16 @@ def test_bad_input_is_refused_with_the_fix(outcomes, arguments, message):
 
 
 def test_cost_summary_sums_and_an_unpriced_model_makes_the_total_unknown():
-    teacher = RoleTotals(role="critique", model="local:qwen", calls=4, failed=0, input_tokens=100,
-                         output_tokens=50, cost_usd=None, latency_ms=10)  # fmt: skip
+    teacher = RoleTotals(
+        role="critique",
+        model="local:qwen",
+        calls=4,
+        failed=0,
+        input_tokens=100,
+        output_tokens=50,
+        cost_usd=None,
+        latency_ms=10,
+    )
     priced = CostSummary.from_totals([STUDENT_COST, STUDENT_COST])
     assert (priced.calls, priced.failed, priced.input_tokens, priced.cost_usd) == (32, 2, 24_690, pytest.approx(0.2468))
     unknown = CostSummary.from_totals([STUDENT_COST, teacher])
@@ -208,8 +227,10 @@ def test_eval_report_files(tmp_path):
 
 
 def test_a_negative_difference_is_signed_in_the_report(tmp_path):
-    flipped = [PairedOutcome(problem_id=o.problem_id, with_library=o.without_library, without_library=o.with_library)
-               for o in HAND]  # fmt: skip
+    flipped = [
+        PairedOutcome(problem_id=o.problem_id, with_library=o.without_library, without_library=o.with_library)
+        for o in HAND
+    ]
     files = write_eval_report(report(flipped), tmp_path, stem="flipped")
     assert files.markdown_path.name == "flipped.md"
     assert "| Difference (with − without) | -25.0 pp" in files.markdown_path.read_text()
@@ -217,19 +238,32 @@ def test_a_negative_difference_is_signed_in_the_report(tmp_path):
 
 def distill(epochs, **overrides) -> DistillReport:
     arguments = {
-        "dataset": "gsm8k_train_100", "student": "openai:gpt-4o-mini", "teacher": "anthropic:claude-sonnet-4-5",
-        "library": "gsm8k", "job_id": "job-1", "epochs_planned": 3, "rollouts_per_problem": 5, "concurrency": 8,
-        "token_budget": 4_000, "max_items": 15, "initial": LibrarySize(version=1, items=0, tokens=0),
-        "epochs": epochs, "cost": CostSummary.from_totals([STUDENT_COST]), "created_at": datetime.now(UTC),
-    }  # fmt: skip
+        "dataset": "gsm8k_train_100",
+        "student": "openai:gpt-4o-mini",
+        "teacher": "anthropic:claude-sonnet-4-5",
+        "library": "gsm8k",
+        "job_id": "job-1",
+        "epochs_planned": 3,
+        "rollouts_per_problem": 5,
+        "concurrency": 8,
+        "token_budget": 4_000,
+        "max_items": 15,
+        "initial": LibrarySize(version=1, items=0, tokens=0),
+        "epochs": epochs,
+        "cost": CostSummary.from_totals([STUDENT_COST]),
+        "created_at": datetime.now(UTC),
+    }
     return DistillReport(**(arguments | overrides))
 
 
 def test_epoch_stats_from_rollout_grades():
     stats = epoch_stats(
-        2, {"a": [T, T, T, T, T], "b": [T, F, F, F, F], "c": [F, F, F, F, F]},
-        library=LibrarySize(version=9, items=6, tokens=1_234), critiques=2, compressions=1,
-    )  # fmt: skip
+        2,
+        {"a": [T, T, T, T, T], "b": [T, F, F, F, F], "c": [F, F, F, F, F]},
+        library=LibrarySize(version=9, items=6, tokens=1_234),
+        critiques=2,
+        compressions=1,
+    )
     assert (stats.epoch, stats.problems, stats.rollouts, stats.correct) == (2, 3, 15, 6)
     assert stats.accuracy == pytest.approx(0.4)
     assert stats.all_correct_groups == 1

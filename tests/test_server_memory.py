@@ -10,8 +10,16 @@ from mcp import MCPError
 pytestmark = pytest.mark.anyio
 
 TOOLS = {
-    "get_experiences", "record_attempt", "add_experience", "list_libraries", "rollback_library",
-    "request_critique", "compress_library", "distill_batch", "get_job", "cancel_job",
+    "get_experiences",
+    "record_attempt",
+    "add_experience",
+    "list_libraries",
+    "rollback_library",
+    "request_critique",
+    "compress_library",
+    "distill_batch",
+    "get_job",
+    "cancel_job",
 }
 
 
@@ -33,7 +41,10 @@ async def test_tools_have_schemas_annotations_and_instructions(client):
     assert tools["get_experiences"].input_schema["properties"]["library"]["pattern"] == "^[a-z0-9_-]{1,64}$"
     assert "get_experiences" in client.instructions and "record_attempt" in client.instructions
     if client.server_info is not None:  # optional in the 2026 protocol era
-        assert (client.server_info.name, client.server_info.version) == ("ted-mcp", importlib.metadata.version("ted-mcp"))
+        assert (client.server_info.name, client.server_info.version) == (
+            "ted-mcp",
+            importlib.metadata.version("ted-mcp"),
+        )
 
 
 async def test_the_loop_read_solve_record_counts_usage(client):
@@ -69,9 +80,15 @@ async def test_the_loop_read_solve_record_counts_usage(client):
     wrong = await call(
         client,
         "record_attempt",
-        {"library": "math", "task": "Compute 2^10.", "trajectory": "[E2] 2^10 = 1000", "answer": "1000",
-         "ground_truth": "1024", "task_id": "pow"},
-    )  # fmt: skip
+        {
+            "library": "math",
+            "task": "Compute 2^10.",
+            "trajectory": "[E2] 2^10 = 1000",
+            "answer": "1000",
+            "ground_truth": "1024",
+            "task_id": "pow",
+        },
+    )
     assert (wrong["correct"], wrong["graded_by"], wrong["task_id"]) == (False, "math", "pow")
 
     items = {i["id"]: i for i in (await call(client, "get_experiences", {"library": "math"}))["items"]}

@@ -1,5 +1,6 @@
 """ted-mcp's own stdio transport (`ted_server.stdio`), driven over real pipes by raw JSON-RPC lines."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -18,9 +19,11 @@ from ted.store.records import AddOp
 pytestmark = pytest.mark.slow
 
 INITIALIZE = {
-    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-}  # fmt: skip
+}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
@@ -137,3 +140,30 @@ def test_stdin_from_a_file_is_served_by_the_sdk_transport(db_path, tmp_path):
         )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[0])["result"]["serverInfo"]["name"] == "ted-mcp"
+
+
+def test_the_sdk_internals_the_transport_relies_on_are_still_there():
+    """`ted_server.stdio` serves the SDK's own low-level server on its own streams. MCPServer has no
+    public way to do that (its run_stdio_async and the SDK's in-memory client reach the same private
+    attribute), so every internal the transport touches is pinned here: an SDK upgrade that moves
+    one fails this test rather than silently falling back to the slower transport."""
+    import inspect
+
+    import mcp_types
+    from mcp.server.mcpserver import MCPServer
+    from mcp.shared.message import SessionMessage
+
+    server = MCPServer("contract")._lowlevel_server
+    assert list(inspect.signature(server.run).parameters)[:3] == [
+        "read_stream",
+        "write_stream",
+        "initialization_options",
+    ]
+    assert server.create_initialization_options().server_name == "contract"
+    # What the SDK's own stdio transport calls to read a line and to write a message.
+    sdk_stdio = inspect.getsource(importlib.import_module("mcp.server.stdio"))
+    assert "jsonrpc_message_adapter.validate_json(line, by_name=False)" in sdk_stdio
+    assert "model_dump_json(by_alias=True, exclude_unset=True)" in sdk_stdio
+    message = mcp_types.jsonrpc_message_adapter.validate_json(line(INITIALIZE).decode(), by_name=False)
+    written = SessionMessage(message).message.model_dump_json(by_alias=True, exclude_unset=True)
+    assert json.loads(written) == INITIALIZE

@@ -23,9 +23,15 @@ async def exercise(client: Client) -> None:
     assert "[E1] Name the unknown first." in read.structured_content["prompt"]
     # Grading runs math-verify, whose timeout needs the main thread: it must work on every transport.
     graded = await client.call_tool(
-        "record_attempt", {"library": "net", "task": "Half of one?", "trajectory": "[E1] so \\boxed{\\frac{1}{2}}",
-                           "ground_truth": "0.5", "model": "scripted"},
-    )  # fmt: skip
+        "record_attempt",
+        {
+            "library": "net",
+            "task": "Half of one?",
+            "trajectory": "[E1] so \\boxed{\\frac{1}{2}}",
+            "ground_truth": "0.5",
+            "model": "scripted",
+        },
+    )
     assert not graded.is_error, graded.content
     assert (graded.structured_content["correct"], graded.structured_content["graded_by"]) == (True, "math")
 
@@ -60,8 +66,11 @@ def test_non_loopback_bind_without_token_refuses_to_start(db_path):
     env = {k: v for k, v in os.environ.items() if k != "TED_HTTP_TOKEN"}
     run = subprocess.run(
         [installed_command("ted-mcp"), "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert run.returncode == 2
     assert "without a bearer token" in run.stderr and "TED_HTTP_TOKEN" in run.stderr
 

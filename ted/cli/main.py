@@ -49,8 +49,15 @@ async def libraries(store: Store, args: argparse.Namespace, out: Console) -> Non
         return out.print(f"No libraries in {store.path} yet. Start one with: ted add NAME TEXT", markup=False)
     table = _table("name", "version", "items", "tokens", "over", "attempts", "updated")
     for s in summaries:
-        table.add_row(s.name, str(s.version), f"{s.items} / {s.max_items}", f"{s.tokens} / {s.token_budget}",
-                      Text("yes", style="bold red") if s.over_budget else "no", str(s.attempts), _time(s.updated_at))  # fmt: skip
+        table.add_row(
+            s.name,
+            str(s.version),
+            f"{s.items} / {s.max_items}",
+            f"{s.tokens} / {s.token_budget}",
+            Text("yes", style="bold red") if s.over_budget else "no",
+            str(s.attempts),
+            _time(s.updated_at),
+        )
     out.print(table)
 
 
@@ -73,12 +80,27 @@ async def show(store: Store, args: argparse.Namespace, out: Console) -> None:
         return out.print(
             f"{args.library} has no lessons (version {prompt.version}). Add one with: ted add {args.library} TEXT"
         )
-    table = _table("id", "lesson", "used", "helpful", "harmful", "tokens", "priority",
-                  title=f"{args.library} · version {prompt.version}",
-                  caption=f"{len(items)} / {prompt.max_items} items · {prompt.tokens} / {prompt.token_budget} tokens")  # fmt: skip
+    table = _table(
+        "id",
+        "lesson",
+        "used",
+        "helpful",
+        "harmful",
+        "tokens",
+        "priority",
+        title=f"{args.library} · version {prompt.version}",
+        caption=f"{len(items)} / {prompt.max_items} items · {prompt.tokens} / {prompt.token_budget} tokens",
+    )
     for e in items:
-        table.add_row(e.id, Text(e.text), str(e.usage_count), str(e.helpful_count), str(e.harmful_count),
-                      str(e.tokens), f"{e.priority:.2f}")  # fmt: skip
+        table.add_row(
+            e.id,
+            Text(e.text),
+            str(e.usage_count),
+            str(e.helpful_count),
+            str(e.harmful_count),
+            str(e.tokens),
+            f"{e.priority:.2f}",
+        )
     out.print(table)
     _warn_if_over_budget(out, prompt.over_budget, args.library)
 
@@ -94,8 +116,9 @@ async def history(store: Store, args: argparse.Namespace, out: Console) -> None:
         return _print_json(versions)
     table = _table("version", "kind", "reason", "ops", "items", "time", title=f"history of {args.library}")
     for v in versions:
-        table.add_row(str(v.version), v.kind, Text(v.reason), str(len(v.operations)), str(len(v.snapshot)),
-                      _time(v.created_at))  # fmt: skip
+        table.add_row(
+            str(v.version), v.kind, Text(v.reason), str(len(v.operations)), str(len(v.snapshot)), _time(v.created_at)
+        )
     out.print(table)
 
 
@@ -167,8 +190,16 @@ async def costs(store: Store, args: argparse.Namespace, out: Console) -> None:
         return out.print("No model calls recorded yet.")
     table = _table("role", "model", "calls", "failed", "input", "output", "cost", "time", title="tokens and cost")
     for r in rows:
-        table.add_row(r.role, r.model, str(r.calls), str(r.failed), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-                      _dollars(r.cost_usd), f"{r.latency_ms / 1000:.1f} s")  # fmt: skip
+        table.add_row(
+            r.role,
+            r.model,
+            str(r.calls),
+            str(r.failed),
+            f"{r.input_tokens:,}",
+            f"{r.output_tokens:,}",
+            _dollars(r.cost_usd),
+            f"{r.latency_ms / 1000:.1f} s",
+        )
     known = [r.cost_usd for r in rows if r.cost_usd is not None]
     total = _dollars(sum(known)) + (" + unpriced calls" if len(known) < len(rows) else "")
     table.caption = f"{_count(sum(r.calls for r in rows), 'call')} · {total}"
@@ -189,8 +220,13 @@ def _report(out: Console, result: ChangeResult, done: str) -> None:
 
 def _warn_if_over_budget(out: Console, over: bool, library: str) -> None:
     if over:
-        out.print(Text(f"{library} is over its token or item budget: compress it with the compress_library tool, "
-                       "or the student's prompt carries more than it should.", style="yellow"))  # fmt: skip
+        out.print(
+            Text(
+                f"{library} is over its token or item budget: compress it with the compress_library tool, "
+                "or the student's prompt carries more than it should.",
+                style="yellow",
+            )
+        )
 
 
 def _table(*columns: str, **options) -> Table:

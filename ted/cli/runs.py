@@ -35,9 +35,14 @@ from ted.store import Store
 
 def _progress(out: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), console=out, transient=False,
-    )  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    )
 
 
 def _status(job: Job, cost: float | None) -> str:
@@ -45,7 +50,9 @@ def _status(job: Job, cost: float | None) -> str:
     accuracy = f"{epoch.accuracy:.0%}" if epoch and epoch.accuracy is not None else "–"
     size = f"{epoch.items} lessons" if epoch else ""
     dollars = "cost unknown" if cost is None else f"${cost:.4f}"
-    return f"epoch {min(job.epoch + 1, job.params.epochs)}/{job.params.epochs} · accuracy {accuracy} · {size} · {dollars}"
+    return (
+        f"epoch {min(job.epoch + 1, job.params.epochs)}/{job.params.epochs} · accuracy {accuracy} · {size} · {dollars}"
+    )
 
 
 @asynccontextmanager
@@ -83,10 +90,21 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
         if not (args.dataset and args.library):
             raise InvalidInput("ted distill needs --dataset FILE and --library NAME (or --resume JOB).")
         prepared = await prepare_job(
-            store, get_model, await load_dataset(args.dataset, limit=args.limit), library=args.library,
-            student=args.student, teacher=args.teacher, check_models=not args.estimate, field=_flag,
-            epochs=args.epochs, rollouts=args.rollouts, concurrency=args.concurrency, compression=args.compression,
-            critique_all=args.critique_all, max_cost_usd=args.max_cost, max_tokens=args.max_tokens,
+            store,
+            get_model,
+            await load_dataset(args.dataset, limit=args.limit),
+            library=args.library,
+            student=args.student,
+            teacher=args.teacher,
+            check_models=not args.estimate,
+            field=_flag,
+            epochs=args.epochs,
+            rollouts=args.rollouts,
+            concurrency=args.concurrency,
+            compression=args.compression,
+            critique_all=args.critique_all,
+            max_cost_usd=args.max_cost,
+            max_tokens=args.max_tokens,
         )
         params, guess = prepared.params, prepared.estimate
         out.print(
@@ -115,11 +133,18 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
     out.print(f"Job {job.id} {job.state}" + (f": {job.error}" if job.error else "."), markup=False)
     for e in report.epochs:
         accuracy = f"{e.accuracy:.1%}" if e.accuracy is not None else "–"
-        out.print(f"  epoch {e.epoch}: rollout accuracy {accuracy}, {e.library.items} lessons, "
-                  f"{e.library.tokens} tokens, {e.critiques} critiques, {e.compressions} compressions", markup=False)  # fmt: skip
+        out.print(
+            f"  epoch {e.epoch}: rollout accuracy {accuracy}, {e.library.items} lessons, "
+            f"{e.library.tokens} tokens, {e.critiques} critiques, {e.compressions} compressions",
+            markup=False,
+        )
     cost = report.cost.cost_usd
-    out.print(f"{report.cost.calls:,} model calls, " + ("cost unknown" if cost is None else f"${cost:.4f}")
-              + f". Report: {files.markdown_path}", markup=False)  # fmt: skip
+    out.print(
+        f"{report.cost.calls:,} model calls, "
+        + ("cost unknown" if cost is None else f"${cost:.4f}")
+        + f". Report: {files.markdown_path}",
+        markup=False,
+    )
     if job.state != "done":
         raise InvalidInput(f"The job ended {job.state}: {job.error} Resume it with: ted distill --resume {job.id}")
 
@@ -140,9 +165,16 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
                 bar.update(task, advance=1, status=f"{right['ok'] / right['n']:.0%} correct so far (both arms)")
 
             report = await evaluate(
-                store, Ledger(store), student, args.library, data.problems, dataset=str(data.path or data.name),
-                samples=args.samples, concurrency=args.concurrency, on_sample=tick,
-            )  # fmt: skip
+                store,
+                Ledger(store),
+                student,
+                args.library,
+                data.problems,
+                dataset=str(data.path or data.name),
+                samples=args.samples,
+                concurrency=args.concurrency,
+                on_sample=tick,
+            )
     directory = args.report or Path("ted-reports") / f"eval-{args.library}-v{report.library_version}"
     files = write_eval_report(report, directory)
     ci = report.interval
@@ -169,8 +201,12 @@ def add_commands(command) -> None:
     d.add_argument("--epochs", type=int, default=3)
     d.add_argument("--rollouts", type=int, default=5, help="student attempts per problem and epoch")
     d.add_argument("--concurrency", type=int, default=8, help="problems in flight; 1 is the paper's strict order")
-    d.add_argument("--compression", choices=["teacher", "none", "truncate", "random"], default="teacher",
-                   help="teacher is the method; the others reproduce the paper's ablations")  # fmt: skip
+    d.add_argument(
+        "--compression",
+        choices=["teacher", "none", "truncate", "random"],
+        default="teacher",
+        help="teacher is the method; the others reproduce the paper's ablations",
+    )
     d.add_argument("--critique-all", action="store_true", help="critique groups whose rollouts were all correct")
     d.add_argument("--limit", type=int, help="use only the first N problems")
     d.add_argument("--max-cost", type=float, help="stop cleanly once the job cost this many dollars")

@@ -162,10 +162,17 @@ def _load_file(given: Path, limit: int | None, offset: int) -> Dataset:
             continue
         records.append((where, record))
     return _assemble(
-        records, errors, base=path.parent, relative_hint=f"the dataset's folder {path.parent}",
-        name=path.stem, path=str(path), fingerprint=hashlib.sha256(data).hexdigest(),
-        limit=limit, offset=offset, source=f"the dataset {path}",
-    )  # fmt: skip
+        records,
+        errors,
+        base=path.parent,
+        relative_hint=f"the dataset's folder {path.parent}",
+        name=path.stem,
+        path=str(path),
+        fingerprint=hashlib.sha256(data).hexdigest(),
+        limit=limit,
+        offset=offset,
+        source=f"the dataset {path}",
+    )
 
 
 def _load_items(items: list[Any], base: Path | None, limit: int | None, offset: int, name: str) -> Dataset:
@@ -175,10 +182,17 @@ def _load_items(items: list[Any], base: Path | None, limit: int | None, offset: 
         raise InvalidInput(f"Inline items must be plain JSON (strings, numbers, lists, objects): {e}.") from None
     records = [(f"items[{i}]", item) for i, item in enumerate(items)]
     return _assemble(
-        records, [], base=base, relative_hint=str(base) if base else None, name=name, path=None,
-        fingerprint=hashlib.sha256(canonical.encode()).hexdigest(), limit=limit, offset=offset,
+        records,
+        [],
+        base=base,
+        relative_hint=str(base) if base else None,
+        name=name,
+        path=None,
+        fingerprint=hashlib.sha256(canonical.encode()).hexdigest(),
+        limit=limit,
+        offset=offset,
         source="the inline items",
-    )  # fmt: skip
+    )
 
 
 def _assemble(
@@ -222,9 +236,14 @@ def _assemble(
         raise InvalidInput(f"offset {offset} is past the end: {source} has {len(problems)} problems.")
     selected = problems[offset : None if limit is None else offset + limit]
     return Dataset(
-        name=name, path=path, fingerprint=fingerprint, total=len(problems), offset=offset, problems=selected,
+        name=name,
+        path=path,
+        fingerprint=fingerprint,
+        total=len(problems),
+        offset=offset,
+        problems=selected,
         reference_solutions={p.id: solutions[p.id] for p in selected if p.id in solutions},
-    )  # fmt: skip
+    )
 
 
 class _Bad(Exception):

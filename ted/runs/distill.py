@@ -127,34 +127,51 @@ class Distillation:
         solution = await solve(
             # The key names the problem: replies are looked up by (job, key) alone, so a bare "solve"
             # would hand the first problem's solution to every later one.
-            self.store, self._bind(self.teacher, "teacher-solve", problem, f"{problem.id}/solve"),
-            problem.question, problem.answer,
-        )  # fmt: skip
+            self.store,
+            self._bind(self.teacher, "teacher-solve", problem, f"{problem.id}/solve"),
+            problem.question,
+            problem.answer,
+        )
         async with self._unless_unusable(f"{tag}/summarise"):
             chains, teacher_chain = await chains_for(
-                self.store, self._bind(self.teacher, "summarise", problem, f"{tag}/summarise"),
-                problem.question, attempts, solution,
-            )  # fmt: skip
+                self.store,
+                self._bind(self.teacher, "summarise", problem, f"{tag}/summarise"),
+                problem.question,
+                attempts,
+                solution,
+            )
         async with self._unless_unusable(f"{tag}/critique"):
             reply = await critique_reply(
                 self._bind(self.teacher, "critique", problem, f"{tag}/critique"),
-                problem.question, problem.answer, teacher_chain, attempts, chains, state,
-            )  # fmt: skip
+                problem.question,
+                problem.answer,
+                teacher_chain,
+                attempts,
+                chains,
+                state,
+            )
         return Proposal(problem=problem, attempts=attempts, reply=reply)
 
     async def _rollouts(self, epoch: int, problem: Problem, prompt: str) -> list[AttemptRecord]:
-        stored = {
-            a.rollout: a for a in await self.store.job_attempts(self.job.id, epoch, problem.id)
-        }
+        stored = {a.rollout: a for a in await self.store.job_attempts(self.job.id, epoch, problem.id)}
 
         async def attempt(rollout: int) -> None:
             model = self._bind(self.student, "student", problem, f"e{epoch}/{problem.id}/r{rollout}")
             reply = await answer(model, problem, prompt, max_tokens=self.params.student_max_tokens)
             attempt = NewAttempt(
-                task_id=task_id_for(problem.question), task=problem.question, images=list(problem.images),
-                trajectory=reply.text, answer=reply.answer, ground_truth=problem.answer, correct=reply.grade.correct,
-                graded_by=reply.grade.method, model=self.student.name, job_id=self.job.id, epoch=epoch,
-                problem_id=problem.id, rollout=rollout,
+                task_id=task_id_for(problem.question),
+                task=problem.question,
+                images=list(problem.images),
+                trajectory=reply.text,
+                answer=reply.answer,
+                ground_truth=problem.answer,
+                correct=reply.grade.correct,
+                graded_by=reply.grade.method,
+                model=self.student.name,
+                job_id=self.job.id,
+                epoch=epoch,
+                problem_id=problem.id,
+                rollout=rollout,
             )
             await self.store.record_attempt(self.params.library, attempt, cited_ids(reply.text, ()))
 
@@ -184,9 +201,15 @@ class Distillation:
                 continue
             critique_id = f"{self.job.id[4:]}.{epoch}.{proposal.problem.id}"
             attempt_ids = [a.id for a in proposal.attempts]
-            provenance = {"source": "distill", "job_id": self.job.id, "epoch": epoch, "critique_id": critique_id,
-                          "task_id": task_id_for(proposal.problem.question), "attempt_ids": attempt_ids,
-                          "teacher": self.teacher.name}  # fmt: skip
+            provenance = {
+                "source": "distill",
+                "job_id": self.job.id,
+                "epoch": epoch,
+                "critique_id": critique_id,
+                "task_id": task_id_for(proposal.problem.question),
+                "attempt_ids": attempt_ids,
+                "teacher": self.teacher.name,
+            }
             sources = [proposal.problem.question, *(a.trajectory for a in proposal.attempts)]
             active = {item.id: item.text for item in simulation.items}  # what earlier problems left
             ops, rejected = validate_critique(proposal.reply, active, sources, provenance)
@@ -206,11 +229,20 @@ class Distillation:
         async def record(db, version: int | None) -> None:
             for critique_id, proposal, rejected in critiques:
                 await record_critique(
-                    db, self.params.library, critique_id, task_id_for(proposal.problem.question), self.teacher.name,
-                    [a.id for a in proposal.attempts], version, proposal.reply, rejected, job_id=self.job.id,
-                )  # fmt: skip
-            await jobs.advance(db, self.job.id, epoch=cursor[0], batch=cursor[1], done=done,
-                               stats=_listed(stats, epoch_stats))  # fmt: skip
+                    db,
+                    self.params.library,
+                    critique_id,
+                    task_id_for(proposal.problem.question),
+                    self.teacher.name,
+                    [a.id for a in proposal.attempts],
+                    version,
+                    proposal.reply,
+                    rejected,
+                    job_id=self.job.id,
+                )
+            await jobs.advance(
+                db, self.job.id, epoch=cursor[0], batch=cursor[1], done=done, stats=_listed(stats, epoch_stats)
+            )
 
         # Shielded: a cancel or a reached cap lands before the batch or after its compression,
         # never in between (the writes take milliseconds).
@@ -361,8 +393,10 @@ async def _stop_reason(store: Store, ledger: Ledger, job: Job) -> tuple[jobs.Job
     cost = sum(t.cost_usd or 0.0 for t in totals)
     tokens = sum(t.input_tokens + t.output_tokens for t in totals)
     if params.max_cost_usd is not None and cost >= params.max_cost_usd:
-        return "stopped", f"The cost cap of ${params.max_cost_usd:g} was reached (${cost:.4f}); resume with a higher cap."
+        return (
+            "stopped",
+            f"The cost cap of ${params.max_cost_usd:g} was reached (${cost:.4f}); resume with a higher cap.",
+        )
     if params.max_tokens is not None and tokens >= params.max_tokens:
         return "stopped", f"The token cap of {params.max_tokens:,} was reached ({tokens:,}); resume with a higher cap."
     return None
-

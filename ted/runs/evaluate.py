@@ -71,7 +71,9 @@ async def evaluate(
                     tg.start_soon(sample, problem, arm, k)
 
     if len(failures) == len(grades) * samples:
-        raise ModelError(f"Every call to {student.name} failed, so there is nothing to report; the first: {failures[0]}")
+        raise ModelError(
+            f"Every call to {student.name} failed, so there is nothing to report; the first: {failures[0]}"
+        )
     return evaluation_report(
         [
             PairedOutcome(problem_id=p.id, with_library=grades[p.id, "with"], without_library=grades[p.id, "without"])

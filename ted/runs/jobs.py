@@ -145,8 +145,15 @@ async def library_for(store: Store, name: str) -> LibraryState:
     try:
         return await store.library_state(name)
     except NotFound:
-        return LibraryState(name=name, settings=LibrarySettings(), version=0, next_experience=1,
-                            teacher_model=None, student_model=None, experiences=[])  # fmt: skip
+        return LibraryState(
+            name=name,
+            settings=LibrarySettings(),
+            version=0,
+            next_experience=1,
+            teacher_model=None,
+            student_model=None,
+            experiences=[],
+        )
 
 
 def _check_priced(params: DistillParams) -> None:
@@ -173,9 +180,18 @@ async def create(store: Store, params: DistillParams, problems: list[Problem], d
             "INSERT INTO jobs (id, kind, library, params, dataset, problems, start_version, problems_total, state,"
             " created_at, updated_at) SELECT ?, 'distill', ?, ?, ?, ?, version, ?, 'queued', ?, ? FROM libraries"
             " WHERE name = ?",
-            (job_id, params.library, params.model_dump_json(), dataset,
-             json.dumps([p.model_dump(mode="json") for p in problems]), len(problems), now, now, params.library),
-        )  # fmt: skip
+            (
+                job_id,
+                params.library,
+                params.model_dump_json(),
+                dataset,
+                json.dumps([p.model_dump(mode="json") for p in problems]),
+                len(problems),
+                now,
+                now,
+                params.library,
+            ),
+        )
     return await get(store, job_id)
 
 
@@ -286,9 +302,7 @@ async def request_cancel(store: Store, job_id: str) -> Job:
 
 
 async def cancel_requested(store: Store, job_id: str) -> bool:
-    async with store.reading() as db, db.execute(
-        "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
-    ) as cursor:
+    async with store.reading() as db, db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)) as cursor:
         return bool((await cursor.fetchone())[0])
 
 
@@ -310,9 +324,12 @@ async def save_stats(db, job_id: str, stats: list[EpochProgress]) -> None:
 
 async def resumable(store: Store) -> list[str]:
     """Jobs that should be running but whose runner is gone (crash, restart)."""
-    async with store.reading() as db, db.execute(
-        "SELECT id, owner, lease_until FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
-    ) as cursor:
+    async with (
+        store.reading() as db,
+        db.execute(
+            "SELECT id, owner, lease_until FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+        ) as cursor,
+    ):
         rows = await cursor.fetchall()
     now = _now()
     return [
@@ -323,7 +340,8 @@ async def resumable(store: Store) -> list[str]:
 
 
 async def listed(store: Store, limit: int = 50) -> list[Job]:
-    async with store.reading() as db, db.execute(
-        "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
-    ) as cursor:
+    async with (
+        store.reading() as db,
+        db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)) as cursor,
+    ):
         return [_job(r) for r in await cursor.fetchall()]

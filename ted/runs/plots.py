@@ -25,13 +25,21 @@ def plot_evaluation(report: "EvalReport", path: str | Path) -> Path:
 
     fig = Figure(figsize=(5.5, 4.2), dpi=120, layout="constrained")
     ax = fig.subplots()
-    arms = [(f"with {report.library} v{report.library_version}", report.with_library, _WITH),
-            ("without library", report.without_library, _WITHOUT)]  # fmt: skip
+    arms = [
+        (f"with {report.library} v{report.library_version}", report.with_library, _WITH),
+        ("without library", report.without_library, _WITHOUT),
+    ]
     bars = ax.bar([a[0] for a in arms], [a[1].accuracy for a in arms], color=[a[2] for a in arms], width=0.55)
     for bar, (_, arm, _) in zip(bars, arms, strict=True):
-        ax.annotate(f"{arm.accuracy * 100:.1f} %\n({arm.correct}/{arm.samples})",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 3),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=9)  # fmt: skip
+        ax.annotate(
+            f"{arm.accuracy * 100:.1f} %\n({arm.correct}/{arm.samples})",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("accuracy")
     ci = report.interval
@@ -55,8 +63,14 @@ def plot_distillation(report: "DistillReport", path: str | Path) -> Path:
     scored = [e for e in report.epochs if e.accuracy is not None]
     accuracy_ax.plot([e.epoch for e in scored], [e.accuracy for e in scored], marker="o", color=_WITH)
     for e in scored:
-        accuracy_ax.annotate(f"{e.accuracy * 100:.1f} %", (e.epoch, e.accuracy), xytext=(0, 6),
-                             textcoords="offset points", ha="center", fontsize=8)  # fmt: skip
+        accuracy_ax.annotate(
+            f"{e.accuracy * 100:.1f} %",
+            (e.epoch, e.accuracy),
+            xytext=(0, 6),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
     accuracy_ax.set_ylim(0, 1.05)
     accuracy_ax.set_ylabel("rollout accuracy")
     accuracy_ax.set_title("Student rollouts", fontsize=10)
@@ -71,8 +85,9 @@ def plot_distillation(report: "DistillReport", path: str | Path) -> Path:
     ):
         ax.plot(epochs, values, marker="o", color=colour)
         ax.axhline(limit, color=_BUDGET, linestyle="--", linewidth=1)
-        ax.annotate(f"{label} {limit:,}", (0, limit), xytext=(2, 3), textcoords="offset points", fontsize=8,
-                    color=_BUDGET)  # fmt: skip
+        ax.annotate(
+            f"{label} {limit:,}", (0, limit), xytext=(2, 3), textcoords="offset points", fontsize=8, color=_BUDGET
+        )
         ax.set_ylim(0, max([limit, *values]) * 1.15)
         ax.set_ylabel("items" if ax is items_ax else "tokens")
         ax.set_xticks(epochs)

@@ -85,7 +85,9 @@ async def prepare_job(
     state = await jobs.library_for(store, library)  # an estimate creates nothing
     try:
         params = DistillParams(
-            library=library, student=state.model_for("student", student), teacher=state.model_for("teacher", teacher),
+            library=library,
+            student=state.model_for("student", student),
+            teacher=state.model_for("teacher", teacher),
             **options,
         )
     except ValidationError as e:

@@ -71,7 +71,6 @@ class BootstrapInterval(BaseModel):
     method: str = "percentile bootstrap over problems (paired)"
 
 
-
 class EvalReport(BaseModel):
     """`ted eval`: the student with and without a library, on the same problems."""
 
@@ -142,7 +141,6 @@ class DistillReport(BaseModel):
     epochs: list[EpochStats]
     cost: CostSummary
     created_at: datetime
-
 
 
 def paired_bootstrap(
@@ -290,8 +288,13 @@ async def distill_report(store: Store, ledger: Ledger, job: Job) -> DistillRepor
         initial=initial,
         epochs=[
             EpochStats(
-                epoch=e.epoch + 1, problems=e.attempts // job.params.rollouts, rollouts=e.attempts, correct=e.correct,
-                all_correct_groups=e.all_correct_groups, critiques=e.critiques, compressions=e.compressions,
+                epoch=e.epoch + 1,
+                problems=e.attempts // job.params.rollouts,
+                rollouts=e.attempts,
+                correct=e.correct,
+                all_correct_groups=e.all_correct_groups,
+                critiques=e.critiques,
+                compressions=e.compressions,
                 library=LibrarySize(version=e.version, items=e.items, tokens=e.tokens),
             )
             for e in job.epochs

@@ -22,7 +22,6 @@ class ReportFiles(BaseModel):
     plot_path: Path
 
 
-
 def write_eval_report(report: EvalReport, directory: str | Path, *, stem: str = "report") -> ReportFiles:
     """report.json, report.md and report.png in `directory` (created if missing)."""
     files = _files(directory, stem)
@@ -89,15 +88,37 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
         *([("Job", r.job_id)] if r.job_id else []),
         *_cost_rows(r.cost),
     ]
-    header = ("Epoch", "Problems", "Rollouts", "Rollout accuracy", "All-correct groups", "Critiques",
-              "Compressions", "Library version", "Items", "Tokens")  # fmt: skip
-    epochs = [("0 (start)", "", "", "", "", "", "", str(r.initial.version), str(r.initial.items),
-               f"{r.initial.tokens:,}")]  # fmt: skip
+    header = (
+        "Epoch",
+        "Problems",
+        "Rollouts",
+        "Rollout accuracy",
+        "All-correct groups",
+        "Critiques",
+        "Compressions",
+        "Library version",
+        "Items",
+        "Tokens",
+    )
+    epochs = [
+        ("0 (start)", "", "", "", "", "", "", str(r.initial.version), str(r.initial.items), f"{r.initial.tokens:,}")
+    ]
     for e in r.epochs:
         accuracy = f"{e.accuracy * 100:.1f} % ({e.correct}/{e.rollouts})" if e.accuracy is not None else "–"
-        epochs.append((str(e.epoch), str(e.problems), str(e.rollouts), accuracy, str(e.all_correct_groups),
-                       str(e.critiques), str(e.compressions), str(e.library.version), str(e.library.items),
-                       f"{e.library.tokens:,}"))  # fmt: skip
+        epochs.append(
+            (
+                str(e.epoch),
+                str(e.problems),
+                str(e.rollouts),
+                accuracy,
+                str(e.all_correct_groups),
+                str(e.critiques),
+                str(e.compressions),
+                str(e.library.version),
+                str(e.library.items),
+                f"{e.library.tokens:,}",
+            )
+        )
     parts = [f"# Distillation: {r.library} on {r.dataset}", "", _table(("", ""), rows), "", "## Per epoch", ""]
     parts += [_table(header, epochs), ""]
     parts += _cost_by_role(r.cost)
@@ -134,10 +155,16 @@ def _cost_by_role(cost: CostSummary) -> list[str]:
     if not cost.by_role:
         return []
     rows = [
-        (t.role, t.model, f"{t.calls:,}", f"{t.input_tokens:,}", f"{t.output_tokens:,}",
-         f"${t.cost_usd:,.4f}" if t.cost_usd is not None else "unknown")
+        (
+            t.role,
+            t.model,
+            f"{t.calls:,}",
+            f"{t.input_tokens:,}",
+            f"{t.output_tokens:,}",
+            f"${t.cost_usd:,.4f}" if t.cost_usd is not None else "unknown",
+        )
         for t in cost.by_role
-    ]  # fmt: skip
+    ]
     return ["## Cost by role", "", _table(("Role", "Model", "Calls", "Tokens in", "Tokens out", "Cost"), rows), ""]
 
 

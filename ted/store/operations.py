@@ -31,8 +31,9 @@ class OperationWriter:
         for index, op in enumerate(operations, start=1):
             match op:
                 case AddOp():
-                    new_id = await self._insert(op.text, op.provenance, op.usage_count, op.helpful_count,
-                                                op.harmful_count)  # fmt: skip
+                    new_id = await self._insert(
+                        op.text, op.provenance, op.usage_count, op.helpful_count, op.harmful_count
+                    )
                     applied.append(op.model_copy(update={"id": new_id}))
                 case RewriteOp():
                     self._require_active(index, op, op.id)
@@ -83,9 +84,19 @@ class OperationWriter:
         await self.db.execute(
             "INSERT INTO experiences (library_id, id, ordinal, text, tokens, usage_count, helpful_count,"
             " harmful_count, provenance, created_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.library["id"], new_id, self.next_number, text, count_tokens(text, self.encoding),
-             usage, helpful, harmful, json.dumps(provenance), self.version),
-        )  # fmt: skip
+            (
+                self.library["id"],
+                new_id,
+                self.next_number,
+                text,
+                count_tokens(text, self.encoding),
+                usage,
+                helpful,
+                harmful,
+                json.dumps(provenance),
+                self.version,
+            ),
+        )
         self.active.add(new_id)  # later operations of this call may refer to it
         self.next_number += 1
         return new_id

@@ -175,16 +175,28 @@ class Store:
         if not rows:
             settings = LibrarySettings()
             return ExperiencePrompt(
-                library=name, version=0, prompt="", items=[], tokens=0,
-                token_budget=settings.token_budget, max_items=settings.max_items, over_budget=False,
-            )  # fmt: skip
+                library=name,
+                version=0,
+                prompt="",
+                items=[],
+                tokens=0,
+                token_budget=settings.token_budget,
+                max_items=settings.max_items,
+                over_budget=False,
+            )
         library = rows[0]
         items = [
-            ExperienceItem(id=row["item_id"], text=row["text"], usage_count=row["usage_count"],
-                           helpful_count=row["helpful_count"], harmful_count=row["harmful_count"], tokens=row["tokens"])
+            ExperienceItem(
+                id=row["item_id"],
+                text=row["text"],
+                usage_count=row["usage_count"],
+                helpful_count=row["helpful_count"],
+                harmful_count=row["harmful_count"],
+                tokens=row["tokens"],
+            )
             for row in rows
             if row["item_id"] is not None
-        ]  # fmt: skip
+        ]
         settings = _settings(library)
         text, tokens = self._prompt(library, items)
         return ExperiencePrompt(
@@ -234,10 +246,13 @@ class Store:
 
     async def job_attempts(self, job_id: str, epoch: int, problem_id: str) -> list[AttemptRecord]:
         """A distillation job's rollouts at one problem in one epoch, in rollout order."""
-        async with self.reading() as db, db.execute(
-            "SELECT * FROM attempts WHERE job_id = ? AND epoch = ? AND problem_id = ? ORDER BY rollout",
-            (job_id, epoch, problem_id),
-        ) as cursor:
+        async with (
+            self.reading() as db,
+            db.execute(
+                "SELECT * FROM attempts WHERE job_id = ? AND epoch = ? AND problem_id = ? ORDER BY rollout",
+                (job_id, epoch, problem_id),
+            ) as cursor,
+        ):
             return [_attempt(row) for row in await cursor.fetchall()]
 
     async def configure(
@@ -470,8 +485,10 @@ def _attempt(row: sqlite3.Row) -> AttemptRecord:
 
 def _experience(row: sqlite3.Row) -> Experience:
     # sqlite3.Row iterates its values, not its keys: `.keys()` is needed here.
-    return Experience(**{k: row[k] for k in row.keys() if k not in ("library_id", "ordinal", "provenance")},
-                      provenance=json.loads(row["provenance"]))  # fmt: skip
+    return Experience(
+        **{k: row[k] for k in row.keys() if k not in ("library_id", "ordinal", "provenance")},
+        provenance=json.loads(row["provenance"]),
+    )
 
 
 def _version(name: str, row: sqlite3.Row) -> LibraryVersion:

@@ -69,10 +69,15 @@ class Simulation:
 
     def _new(self, text: str, provenance: dict, usage: int, helpful: int, harmful: int) -> Experience:
         item = Experience(
-            id=f"E{self.next_number}", text=text, tokens=count_tokens(text, self.state.settings.encoding),
-            usage_count=usage, helpful_count=helpful, harmful_count=harmful, provenance=provenance,
+            id=f"E{self.next_number}",
+            text=text,
+            tokens=count_tokens(text, self.state.settings.encoding),
+            usage_count=usage,
+            helpful_count=helpful,
+            harmful_count=harmful,
+            provenance=provenance,
             created_version=self.state.version + 1,
-        )  # fmt: skip
+        )
         self.items.append(item)
         self.next_number += 1
         return item
@@ -232,9 +237,13 @@ class CompressionPlanned(BaseModel):
         if not self.operations:
             return self.result(dry_run=False)
         applied = await store.apply(
-            self.state.name, self.operations, "compression", self.reason, expected_version=self.state.version,
+            self.state.name,
+            self.operations,
+            "compression",
+            self.reason,
+            expected_version=self.state.version,
             also=also,
-        )  # fmt: skip
+        )
         return self.result(dry_run=False, version=applied.version, operations=applied.operations)
 
 

@@ -84,10 +84,13 @@ async def solve(store: Store, teacher: Model, task: str, ground_truth: str | Non
     truth that is now known is made again with it: the reference shown next to the ground truth
     must not contradict it."""
     key = task_id_for(task)
-    async with store.reading() as db, db.execute(
-        "SELECT solution, chain, ground_truth FROM teacher_solutions WHERE task_key = ? AND teacher = ?",
-        (key, teacher.name),
-    ) as cursor:
+    async with (
+        store.reading() as db,
+        db.execute(
+            "SELECT solution, chain, ground_truth FROM teacher_solutions WHERE task_key = ? AND teacher = ?",
+            (key, teacher.name),
+        ) as cursor,
+    ):
         row = await cursor.fetchone()
     if row is not None and (ground_truth is None or row["ground_truth"] == ground_truth):
         return TeacherSolution(solution=row["solution"], chain=row["chain"] and Chain.model_validate_json(row["chain"]))
@@ -137,7 +140,9 @@ async def chains_for(
                     (chain.model_dump_json(), task_id_for(task), teacher.name),
                 )
             else:
-                await db.execute("UPDATE attempts SET chain = ? WHERE id = ?", (chain.model_dump_json(), int(label[1:])))
+                await db.execute(
+                    "UPDATE attempts SET chain = ? WHERE id = ?", (chain.model_dump_json(), int(label[1:]))
+                )
     rendered = {}
     for a in attempts:
         chain = Chain.model_validate_json(a.chain) if a.chain else made.get(f"A{a.id}")
@@ -223,16 +228,34 @@ def validate_critique(
 
 
 async def record_critique(
-    db, library: str, critique_id: str, task_id: str, teacher: str, attempt_ids: list[int], version: int | None,
-    reply: CritiqueReply, rejected: list[Dropped], job_id: str | None = None,
-) -> None:  # fmt: skip
+    db,
+    library: str,
+    critique_id: str,
+    task_id: str,
+    teacher: str,
+    attempt_ids: list[int],
+    version: int | None,
+    reply: CritiqueReply,
+    rejected: list[Dropped],
+    job_id: str | None = None,
+) -> None:
     """The critique's record, and its attempts marked critiqued; inside the caller's transaction."""
     await db.execute(
         "INSERT INTO critiques (id, library_id, task_id, teacher, attempt_ids, version, reply, rejected, created_at,"
         " job_id) SELECT ?, id, ?, ?, ?, ?, ?, ?, ?, ? FROM libraries WHERE name = ?",
-        (critique_id, task_id, teacher, json.dumps(attempt_ids), version, reply.model_dump_json(),
-         json.dumps([r.model_dump() for r in rejected]), timestamp(), job_id, library),
-    )  # fmt: skip
+        (
+            critique_id,
+            task_id,
+            teacher,
+            json.dumps(attempt_ids),
+            version,
+            reply.model_dump_json(),
+            json.dumps([r.model_dump() for r in rejected]),
+            timestamp(),
+            job_id,
+            library,
+        ),
+    )
     marks = ",".join("?" * len(attempt_ids))
     await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (timestamp(), *attempt_ids))
 
@@ -258,8 +281,13 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
 
     critique_id = uuid.uuid4().hex[:12]
     attempt_ids = [a.id for a in pending]
-    provenance = {"source": "critique", "critique_id": critique_id, "task_id": task_id,
-                  "attempt_ids": attempt_ids, "teacher": teacher.name}  # fmt: skip
+    provenance = {
+        "source": "critique",
+        "critique_id": critique_id,
+        "task_id": task_id,
+        "attempt_ids": attempt_ids,
+        "teacher": teacher.name,
+    }
     sources = [task, *(a.trajectory for a in pending), *(a.answer or "" for a in pending)]
     operations, rejected = validate_critique(reply, {e.id: e.text for e in state.experiences}, sources, provenance)
 

@@ -84,6 +84,6 @@ class PlanRetain(BaseModel):
 
 
 class CompressionPlan(BaseModel):
-    operations: list[
-        Annotated[PlanMerge | PlanRewrite | PlanDelete | PlanRetain, Field(discriminator="op")]
-    ] = Field(description="One operation per lesson: merge, rewrite, delete or retain.")
+    operations: list[Annotated[PlanMerge | PlanRewrite | PlanDelete | PlanRetain, Field(discriminator="op")]] = Field(
+        description="One operation per lesson: merge, rewrite, delete or retain."
+    )

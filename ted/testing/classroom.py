@@ -34,8 +34,12 @@ LESSONS = {
     "addition": "For addition, line up the units before carrying.",
 }
 _QUESTION = re.compile(r"What is (\d+) ([-+*]) (\d+)\?")
-_STEPS = ((COMPRESS_SYSTEM, "compress"), (CRITIQUE_SYSTEM, "critique"), (SUMMARISE_SYSTEM, "summarise"),
-          (TEACHER_SOLVE_SYSTEM, "solve"))  # fmt: skip
+_STEPS = (
+    (COMPRESS_SYSTEM, "compress"),
+    (CRITIQUE_SYSTEM, "critique"),
+    (SUMMARISE_SYSTEM, "summarise"),
+    (TEACHER_SOLVE_SYSTEM, "solve"),
+)
 Hook = Callable[[str, int | None, str], Awaitable[None]]
 
 
@@ -72,8 +76,19 @@ class Classroom:
             return self._critique(text)
         if SUMMARISE_SYSTEM in text:
             labels = re.search(r"labelled (.+)\.\s*$", text).group(1).split(", ")
-            return json.dumps({"chains": [{"label": label, "premises": ["the two numbers"], "steps": ["combine them"],
-                                           "conclusion": "the result"} for label in labels]})  # fmt: skip
+            return json.dumps(
+                {
+                    "chains": [
+                        {
+                            "label": label,
+                            "premises": ["the two numbers"],
+                            "steps": ["combine them"],
+                            "conclusion": "the result",
+                        }
+                        for label in labels
+                    ]
+                }
+            )
         question = _QUESTION.search(text)
         a, op, b = question.groups()
         right = OPERATORS[op](int(a), int(b))
@@ -101,8 +116,12 @@ class Classroom:
         if not items:
             return json.dumps({"operations": []})
         least = min(items, key=lambda item: (float(item[1]), int(item[0][1:])))[0]
-        return json.dumps({"operations": [{"op": "delete", "id": least, "reason": "least used"}]
-                           + [{"op": "retain", "id": id_} for id_, _, _ in items if id_ != least]})  # fmt: skip
+        return json.dumps(
+            {
+                "operations": [{"op": "delete", "id": least, "reason": "least used"}]
+                + [{"op": "retain", "id": id_} for id_, _, _ in items if id_ != least]
+            }
+        )
 
     def reply_to_request(self, request: RecordedRequest) -> str:
         """The `ModelServer` script."""

@@ -15,8 +15,9 @@ timeout (`Reply.hang`), fail with an HTTP status (`Reply.error(429 | 500 | 529 |
 short retry-after), or break the body (`Reply.broken_json`). A reply that is well-formed on
 the wire but invalid for the requested schema is just a string such as "not json". The
 script can instead be a function of the `RecordedRequest` (for benchmarks: any number of
-requests, answers that depend on the prompt). `latency=` delays every answer. Every request is recorded (body, headers, the
-status and usage it got) so a test can assert what the SDK sent and how often it retried.
+requests, answers that depend on the prompt). `latency=` delays every answer. Every request
+is recorded (body, headers, the status and usage it got) so a test can assert what the SDK
+sent and how often it retried.
 
 The server runs uvicorn in a background thread with its own event loop, so slow answers
 never block the test's loop and sync and async tests use it alike.
