@@ -154,6 +154,7 @@ async def distil(args: argparse.Namespace, directory: Path, *, latency: float, c
             critique_all=critique_all,
         )
         job = await jobs.create(store, params, items, "classroom")
+        size_before = await database_bytes(store)
         ledger = Ledger(store)
         started, cpu = time.perf_counter(), time.process_time()
         job = await run_job(store, ledger, resolve, job.id, on_progress=on_progress)
@@ -167,6 +168,9 @@ async def distil(args: argparse.Namespace, directory: Path, *, latency: float, c
             ) as cursor,
         ):
             calls = [dict(row) for row in await cursor.fetchall()]
+        async with store.reading() as db:
+            (attempts,) = await (await db.execute("SELECT count(*) FROM attempts")).fetchone()
+        bytes_per_attempt = (await database_bytes(store) - size_before) / attempts
     assert job.state == "done", f"the job ended {job.state}: {job.error}"
     return {
         "job": job,
@@ -177,7 +181,18 @@ async def distil(args: argparse.Namespace, directory: Path, *, latency: float, c
         "calls": calls,
         "items": items,
         "requests": requests,
+        "bytes_per_attempt": bytes_per_attempt,
     }
+
+
+async def database_bytes(store: Store) -> int:
+    """The pages in use, once the write-ahead log is folded into the file."""
+    async with store.reading() as db:
+        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (pages,), (free,), (size,) = [
+            await (await db.execute(f"PRAGMA {p}")).fetchone() for p in ("page_count", "freelist_count", "page_size")
+        ]
+    return (pages - free) * size
 
 
 def batch_of(call: dict, positions: dict[str, int], size: int, first_summary: dict[str, str]) -> tuple[int, int]:
@@ -387,6 +402,7 @@ async def main() -> None:
             ["all calls one after another", f"{calls * args.latency:.2f}", f"{wall / (calls * args.latency):.3f}", ""],
         ],
     )
+    print(f"database bytes per attempt (all the job wrote, ledger included): {run['bytes_per_attempt']:,.0f}")
 
     ours, naive = per_role(run["calls"]), per_role(naive_run["calls"])
     solve = naive["teacher-solve"]
