@@ -22,9 +22,15 @@ def main(argv: list[str] | None = None) -> None:
         help="Bearer token HTTP clients must send; required off loopback (default: $TED_HTTP_TOKEN).",
     )
     parser.add_argument("--db", default=None, help="SQLite file (default: $TED_DB or the user data directory).")
+    parser.add_argument(
+        "--resume-jobs",
+        action="store_true",
+        help="Take over interrupted distillation jobs that this process's model settings can run "
+        "(without it they are only listed, with the command that resumes them).",
+    )
     args = parser.parse_args(argv)
 
-    mcp = build_server(args.db)
+    mcp = build_server(args.db, resume_jobs=args.resume_jobs)
     try:
         if args.transport == "stdio":
             anyio.run(run_stdio, mcp)

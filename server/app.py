@@ -65,11 +65,17 @@ def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Ca
     return wrapper
 
 
-def build_server(db_path: Path | str | None = None, *, models: Callable[[str], Model] | None = None) -> MCPServer[Ted]:
+def build_server(
+    db_path: Path | str | None = None,
+    *,
+    models: Callable[[str], Model] | None = None,
+    resume_jobs: bool = False,
+) -> MCPServer[Ted]:
     """The server, bound to one database file (default: `TED_DB` or the user data dir).
 
     `models` turns a `provider:model` name into a model (default: the provider adapters);
-    tests pass scripted models here.
+    tests pass scripted models here. Interrupted jobs are listed at start and resumed only with
+    `resume_jobs` (`ted-mcp --resume-jobs`).
     """
     path = Path(db_path) if db_path is not None else default_db_path()
 
@@ -82,13 +88,13 @@ def build_server(db_path: Path | str | None = None, *, models: Callable[[str], M
             tg.start_soon(anyio.to_thread.run_sync, importlib.import_module, "math_verify")
             ledger, resolve = Ledger(store), models or get_model
             runner = JobRunner(store, ledger, resolve, tg)
-            if resumed := await runner.resume_interrupted():
+            if resumed := await runner.interrupted(resume=resume_jobs):
                 print(f"ted-mcp: resuming interrupted jobs {', '.join(resumed)}", file=sys.stderr, flush=True)
             try:
                 yield Ted(store=store, ledger=ledger, models=resolve, runner=runner)
             finally:
                 # A job still running stays `running` in the database with this (soon gone)
-                # process as its owner, so the next start resumes it; don't wait for it here.
+                # process as its owner, so the next start lists it as interrupted; don't wait here.
                 tg.cancel_scope.cancel()
 
     mcp = MCPServer(

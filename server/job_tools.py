@@ -7,14 +7,22 @@ from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
 from ted.errors import InvalidInput
+from ted.llm.base import GenerationSettings
 from ted.runs import jobs
-from ted.runs.datasets import dataset_from_items, load_dataset
+from ted.runs.datasets import Dataset, dataset_from_items, load_dataset
 from ted.runs.jobs import Compression, JobStatus
 from ted.runs.prepare import Estimate, create_job, prepare_job, prepare_resume
 from ted.store.records import LibraryName
 from ted_server.context import ted
 
 JobId = Annotated[str, Field(min_length=1, max_length=64)]
+Sampling = Annotated[
+    GenerationSettings | None,
+    Field(description="max_tokens, temperature, top_p, seed; over the library's and TED_STUDENT_* / TED_TEACHER_*."),
+]
+FailureShare = Annotated[
+    float, Field(gt=0, le=1, description="Fail the job once this share of one batch's critiques failed (1: all).")
+]
 
 
 class DistillStarted(BaseModel):
@@ -46,6 +54,9 @@ async def distill_batch(
         Compression, Field(description="teacher (the method); none, truncate, random reproduce the ablations.")
     ] = "teacher",
     critique_all: Annotated[bool, Field(description="Critique groups whose rollouts were all correct too.")] = False,
+    student_settings: Sampling = None,
+    teacher_settings: Sampling = None,
+    failure_share: FailureShare = 1.0,
     limit: Annotated[int | None, Field(ge=1, description="Use only the first `limit` problems.")] = None,
     max_cost_usd: Annotated[float | None, Field(gt=0, description="Stop cleanly at this cost.")] = None,
     max_tokens: Annotated[int | None, Field(gt=0, description="Stop cleanly at this many tokens.")] = None,
@@ -74,25 +85,22 @@ async def distill_batch(
         await shared.runner.resume(resume, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
         job_id = resume
     else:
-        if dataset is None:
-            raise InvalidInput("Give a dataset (a JSONL file's path or a list of items), or a job id as `resume`.")
-        if isinstance(dataset, str):
-            data = await load_dataset(dataset, limit=limit)
-        else:
-            data = await dataset_from_items(dataset, limit=limit)
         prepared = await prepare_job(
             shared.store,
             shared.models,
-            data,
+            await _dataset(dataset, limit),
             library=library,
             student=student,
             teacher=teacher,
+            student_settings=student_settings,
+            teacher_settings=teacher_settings,
             check_models=not estimate_only,
             epochs=epochs,
             rollouts=rollouts,
             concurrency=concurrency,
             compression=compression,
             critique_all=critique_all,
+            failure_share=failure_share,
             max_cost_usd=max_cost_usd,
             max_tokens=max_tokens,
         )
@@ -102,6 +110,14 @@ async def distill_batch(
         shared.runner.start(job_id)
     status = await jobs.status(shared.store, shared.ledger, job_id)
     return DistillStarted(started=True, estimate=prepared.estimate, job=status)
+
+
+async def _dataset(dataset: str | list[dict[str, Any]] | None, limit: int | None) -> Dataset:
+    if dataset is None:
+        raise InvalidInput("Give a dataset (a JSONL file's path or a list of items), or a job id as `resume`.")
+    if isinstance(dataset, str):
+        return await load_dataset(dataset, limit=limit)
+    return await dataset_from_items(dataset, limit=limit)
 
 
 async def get_job(

@@ -8,6 +8,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from ted import agent
+from ted.images import MAX_IMAGES
 from ted.store.records import (
     MAX_CITED_IDS,
     AnswerText,
@@ -24,11 +25,21 @@ from ted.store.records import (
 )
 from ted_server.context import ted
 
+Images = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=8_000_000)]],
+    Field(
+        max_length=MAX_IMAGES,
+        description="The task's images: data: URLs (base64 PNG, JPEG, GIF or WebP, up to 5 MB each), http(s) "
+        "URLs, or absolute paths of files on the server's machine. They are part of the task's id.",
+    ),
+]
+
 
 async def get_experiences(
     ctx: Context,
     library: LibraryName = "default",
     task: Annotated[TaskText | None, Field(description="The task you are about to solve (optional).")] = None,
+    images: Images = [],
 ) -> Annotated[CallToolResult, ExperiencePrompt]:
     """Read the experience library before you solve a task.
 
@@ -36,7 +47,7 @@ async def get_experiences(
     has been learned yet), the items with their ids and usage counts, the library version,
     its token count and budget. Cite a lesson as [E3] when you apply it.
     """
-    prompt = await agent.get_experiences(ted(ctx).store, library, task)
+    prompt = await agent.get_experiences(ted(ctx).store, library, task, images)
     # The text block mirrors the structured content as compact JSON: the SDK's default
     # (indented) nearly doubles the reply of the call every agent makes before every task.
     return CallToolResult(
@@ -56,6 +67,7 @@ async def record_attempt(
     correct: Annotated[bool | None, Field(description="Your verdict when there is no ground truth.")] = None,
     used_experience_ids: Annotated[list[ExperienceId], Field(max_length=MAX_CITED_IDS)] = [],
     model: Annotated[str | None, Field(max_length=200, description="The model that made the attempt.")] = None,
+    images: Images = [],
 ) -> AttemptResult:
     """Record one attempt at a task, after you solved it.
 
@@ -63,6 +75,7 @@ async def record_attempt(
     With a `ground_truth` the attempt is graded and the grade returned; otherwise pass
     `correct` if you learned the outcome. Each cited experience, from `used_experience_ids`
     and from [E#] citations in the trajectory, counts one use. Unknown ids are reported back.
+    Pass the task's figures as `images`: the teacher sees them when it critiques the task.
     """
     return await agent.record_attempt(
         ted(ctx).store,
@@ -75,6 +88,7 @@ async def record_attempt(
         correct=correct,
         used_experience_ids=used_experience_ids,
         model=model,
+        images=images,
     )
 
 

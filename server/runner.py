@@ -4,6 +4,12 @@ A job outlives the tool call that started it (it runs in the server's task group
 request's), and its state is in SQLite, so `get_job` from any client — or from another
 server process on the same database — sees the same progress. A client that chooses to wait
 is sent MCP progress notifications as batches finish.
+
+A server start never resumes an interrupted job by itself: every client that opens the
+database (a desktop app, a one-off inspector call) starts a server, and a paid job must not
+restart behind the user's back, nor fail in a process without its key. Interrupted jobs are
+listed with the command that resumes them; `ted-mcp --resume-jobs` takes them over, each only
+if this process reaches its models at the endpoints the job recorded.
 """
 
 import sys
@@ -33,12 +39,37 @@ class JobRunner:
         # reading the job's state cannot miss a change that lands between the two.
         self._generations: dict[str, int] = {}
 
-    async def resume_interrupted(self) -> list[str]:
-        """Pick up the jobs whose runner died (crash, restart); called at server start."""
-        ids = await jobs.resumable(self.store)
-        for job_id in ids:
-            self.start(job_id)
-        return ids
+    async def interrupted(self, *, resume: bool) -> list[str]:
+        """At server start: the jobs whose runner died (crash, restart), each said on stderr with how
+        to resume it; with `resume`, those this process is configured to run are started here."""
+        started = []
+        for job_id in await jobs.interrupted(self.store):
+            job = await jobs.get(self.store, job_id)
+            why = self._cannot_run(job) if resume else None
+            if resume and why is None:
+                self.start(job_id)
+                started.append(job_id)
+                continue
+            how = (
+                f"`ted distill --resume {job_id}`, distill_batch(resume={job_id!r}), or ted-mcp --resume-jobs"
+                if why is None
+                else f"a process that {why}"
+            )
+            _say(
+                f"job {job_id} (library {job.params.library}, {job.problems_done}/"
+                f"{job.problems_total * job.params.epochs} problems) was interrupted; resume it with {how}"
+            )
+        return started
+
+    def _cannot_run(self, job: Job) -> str | None:
+        """Why this process should not take `job` over by itself, or None."""
+        try:
+            here = jobs.endpoints(self.models(job.params.student), self.models(job.params.teacher))
+        except TedError as e:
+            return f"has what this one lacks ({e})"
+        if job.config and here != job.config:
+            return f"reaches its models as it did ({job.config}; here: {here})"
+        return None
 
     def start(self, job_id: str) -> None:
         self._running.add(job_id)  # at once: a cancel_job right after distill_batch must wait for it
@@ -62,9 +93,9 @@ class JobRunner:
         try:
             await run_job(self.store, self.ledger, self.models, job_id, on_progress=self._notify)
         except TedError as e:  # leased elsewhere or already finished: nothing to do here
-            print(f"ted-mcp: job {job_id} not run: {e}", file=sys.stderr, flush=True)
+            _say(f"job {job_id} not run: {e}")
         except Exception as e:  # noqa: BLE001 — the job records its error; the server keeps serving
-            print(f"ted-mcp: job {job_id} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            _say(f"job {job_id} failed: {type(e).__name__}: {e}")
         finally:
             self._running.discard(job_id)
             await self._notify(None, job_id)
@@ -94,3 +125,7 @@ class JobRunner:
             while job_id in self._running:
                 await self.wait_for_change(job_id, self.generation(job_id), 1.0)
         return await jobs.get(self.store, job_id)
+
+
+def _say(message: str) -> None:
+    print(f"ted-mcp: {message}", file=sys.stderr, flush=True)

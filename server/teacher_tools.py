@@ -23,7 +23,8 @@ async def request_critique(ctx: Context, task_id: TaskId, library: LibraryName =
     """
     shared = ted(ctx)
     state = await shared.store.library_state(library)
-    return await critique_task(shared.store, shared.ledger, shared.teacher(state), library, task_id)
+    teacher, settings = shared.teacher(state), state.generation_for("teacher")
+    return await critique_task(shared.store, shared.ledger, teacher, library, task_id, settings)
 
 
 async def compress_library(
@@ -45,5 +46,8 @@ async def compress_library(
     """
     shared = ted(ctx)
     state = await shared.store.library_state(library)
-    teacher = shared.ledger.bind(shared.teacher(state), "compress", library=library) if strategy == "teacher" else None
+    teacher = None
+    if strategy == "teacher":
+        settings = state.generation_for("teacher")
+        teacher = shared.ledger.bind(shared.teacher(state), "compress", library=library, settings=settings)
     return await compress(shared.store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)

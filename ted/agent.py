@@ -5,6 +5,8 @@ the `ted` CLI, on top of the store. Arguments arrive already validated by the ty
 
 from collections.abc import Sequence
 
+import anyio.to_thread
+
 from ted.citations import cited_ids
 from ted.errors import InvalidInput
 from ted.gate import injection_problem
@@ -24,14 +26,23 @@ from ted.store.records import (
     RewriteOp,
     VersionDiff,
 )
-from ted.tasks import task_id_for
+from ted.tasks import Task
 
 
-async def get_experiences(store: Store, library: str, task: str | None = None) -> ExperiencePrompt:
+async def get_experiences(
+    store: Store, library: str, task: str | None = None, images: Sequence[str] = ()
+) -> ExperiencePrompt:
     prompt = await store.experience_prompt(library)
     if task is not None:
-        prompt.task_id = task_id_for(task)
+        prompt.task_id = (await _read_task(task, images)).id
     return prompt
+
+
+async def _read_task(text: str, images: Sequence[str]) -> Task:
+    """The task with its images read (in a worker thread); InvalidInput naming a bad image."""
+    if not images:
+        return Task(text=text)
+    return await anyio.to_thread.run_sync(Task.read, text, list(images))
 
 
 async def record_attempt(
@@ -46,18 +57,23 @@ async def record_attempt(
     correct: bool | None = None,
     used_experience_ids: Sequence[str] = (),
     model: str | None = None,
+    images: Sequence[str] = (),
 ) -> AttemptResult:
     """Store an attempt, grade it against the ground truth, and count the experiences it cites.
 
     A ground truth decides the grade; `correct` is the caller's own verdict (tests passed, the
-    user accepted) and is used only when there is no ground truth to grade against.
+    user accepted) and is used only when there is no ground truth to grade against. `images` are
+    the task's figures (data: URLs, http(s) URLs, or absolute paths on this machine): read and
+    checked now, part of the task's id, and shown to the teacher when it critiques the task.
     """
+    read = await _read_task(task, images)
     graded_by = "caller" if correct is not None else None
     if ground_truth is not None:
         correct, graded_by = grade_attempt(ground_truth, trajectory, answer)
     attempt = NewAttempt(
-        task_id=task_id or task_id_for(task),
+        task_id=task_id or read.id,
         task=task,
+        images=list(images),
         trajectory=trajectory,
         answer=answer,
         ground_truth=ground_truth,

@@ -7,7 +7,9 @@
     ├── StoreError          the database file cannot be opened or migrated
     ├── ConfigError         a model name, key or setting is missing or malformed
     └── ModelError          a model call failed after the SDK's own retries and timeout
-        └── InvalidReply    the model's reply failed validation, even after one repair
+        ├── InvalidReply    the model's reply failed validation, even after one repair
+        └── ModelRefused    the provider refused the call for a reason no retry fixes: the key,
+                            the model name, the request (a job stops at once on one)
 
 The MCP server turns any TedError into a tool error carrying the same message, so the
 agent that called the tool reads what to change; the CLI prints it and exits 1.
@@ -48,6 +50,11 @@ class ModelError(TedError):
 
 class InvalidReply(ModelError):
     """A structured reply did not validate, and neither did the one repair attempt."""
+
+
+class ModelRefused(ModelError):
+    """The provider refused the call (authentication, unknown model, a request it rejects):
+    asking again, now or later, gets the same answer until the configuration changes."""
 
 
 def invalid_input(error: ValidationError, subject: str, *, field: Callable[[str], str] = str) -> InvalidInput:

@@ -1,8 +1,9 @@
 """The ledger: one row per model call, the source of every cost and token figure.
 
-`Ledger.bind(model, role, …)` wraps a model so that each call through it — including a
-structured reply's repair call, and calls that fail — is timed and recorded with what it
-served. Code that talks to models never records anything by hand.
+`Ledger.bind(model, role, …, settings=…)` wraps a model so that each call through it — including
+a structured reply's repair call, and calls that fail — is made with the role's generation
+settings (max_tokens, temperature, top_p, seed) and timed and recorded with what it served and
+the settings it was made with. Code that talks to models never records anything by hand.
 
 With a `key` (a job's name for one step, e.g. "e0/p17/critique"), a successful call also stores
 its reply, and a later call under the same job and key gets that reply back without calling the
@@ -17,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ted.errors import ModelError
-from ted.llm.base import Completion, Message, Model, OutputSchema, Usage
+from ted.llm.base import SAMPLING, Completion, GenerationSettings, Message, Model, OutputSchema, Usage
 from ted.pricing import cost_usd
 from ted.store import Store
 from ted.store.database import timestamp
@@ -63,10 +64,16 @@ class CostSummary(BaseModel):
 
 
 class RecordedModel:
-    """A model whose every call lands in the ledger."""
+    """A model whose every call is made with one role's settings and lands in the ledger."""
 
     def __init__(
-        self, inner: Model, ledger: "Ledger", role: Role, scope: dict[str, str | None], key: str | None = None
+        self,
+        inner: Model,
+        ledger: "Ledger",
+        role: Role,
+        scope: dict[str, str | None],
+        key: str | None = None,
+        settings: GenerationSettings | None = None,
     ):
         self.inner = inner
         self.name = inner.name
@@ -74,6 +81,7 @@ class RecordedModel:
         self._role = role
         self._scope = scope
         self._key = key
+        self._settings = settings or GenerationSettings()
         self._calls = 0
 
     async def complete(
@@ -81,21 +89,40 @@ class RecordedModel:
         messages: Sequence[Message],
         *,
         system: str | None = None,
-        max_tokens: int = 4096,
         output: OutputSchema | None = None,
+        settings: GenerationSettings | None = None,
     ) -> Completion:
         self._calls += 1
         key = None if self._key is None else self._key if self._calls == 1 else f"{self._key}#{self._calls}"
         if key is not None and (stored := await self._ledger.stored_reply(self._scope["job_id"], key)) is not None:
             return stored.model_copy(update={"model": self.name})
-        started = time.perf_counter()
+        # Recorded as sent: without the sampling settings the provider does not take.
+        settings = (settings or GenerationSettings()).over(self._settings).keep(getattr(self.inner, "sampling", SAMPLING))
+        call = Call(role=self._role, model=self.name, scope=self._scope, settings=settings, started=time.perf_counter())
         try:
-            completion = await self.inner.complete(messages, system=system, max_tokens=max_tokens, output=output)
+            completion = await self.inner.complete(messages, system=system, output=output, settings=settings)
         except ModelError as e:
-            await self._ledger.record(self._role, self.name, None, started, self._scope, error=str(e))
+            await self._ledger.record(call, None, error=str(e))
             raise
-        await self._ledger.record(self._role, self.name, completion, started, self._scope, key=key)
+        await self._ledger.record(call, completion, key=key)
         return completion
+
+
+class Call(BaseModel):
+    """One model call being made: what the ledger row will say about it besides its outcome."""
+
+    role: Role
+    model: str
+    scope: dict[str, str | None]
+    settings: GenerationSettings
+    started: float
+
+    @property
+    def settings_json(self) -> str:
+        """The settings as sent, max_tokens always (its default made explicit)."""
+        return self.settings.model_copy(update={"max_tokens": self.settings.output_tokens}).model_dump_json(
+            exclude_none=True
+        )
 
 
 class Ledger:
@@ -111,15 +138,19 @@ class Ledger:
         task_id: str | None = None,
         job_id: str | None = None,
         key: str | None = None,
+        settings: GenerationSettings | None = None,
     ) -> RecordedModel:
-        """`model`, recording every call; with `key`, replaying the reply stored under (job_id, key)."""
-        return RecordedModel(model, self, role, {"library": library, "task_id": task_id, "job_id": job_id}, key)
+        """`model`, called with `settings` and recording every call; with `key`, replaying the reply
+        stored under (job_id, key)."""
+        scope = {"library": library, "task_id": task_id, "job_id": job_id}
+        return RecordedModel(model, self, role, scope, key, settings)
 
     async def stored_reply(self, job_id: str | None, key: str) -> Completion | None:
         async with (
             self.store.reading() as db,
             db.execute(
-                "SELECT reply, input_tokens, output_tokens FROM model_calls WHERE job_id IS ? AND call_key = ? AND ok"
+                "SELECT reply, reasoning, input_tokens, output_tokens FROM model_calls"
+                " WHERE job_id IS ? AND call_key = ? AND ok"
                 " AND reply IS NOT NULL ORDER BY id DESC LIMIT 1",
                 (job_id, key),
             ) as cursor,
@@ -128,7 +159,7 @@ class Ledger:
         if row is None:
             return None
         usage = Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"])
-        return Completion(text=row["reply"], usage=usage, model="")
+        return Completion(text=row["reply"], reasoning=row["reasoning"], usage=usage, model="")
 
     async def forget(self, job_id: str, key: str) -> None:
         """Stop replaying what was stored under `key` and its repair calls (`key#n`).
@@ -145,31 +176,25 @@ class Ledger:
             )
 
     async def record(
-        self,
-        role: Role,
-        model: str,
-        completion: Completion | None,
-        started: float,
-        scope: dict[str, str | None],
-        error: str | None = None,
-        key: str | None = None,
+        self, call: Call, completion: Completion | None, *, error: str | None = None, key: str | None = None
     ) -> None:
         usage = completion.usage if completion else None
         tokens_in, tokens_out = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
         row = {
-            "role": role,
-            "model": model,
+            "role": call.role,
+            "model": call.model,
             "input_tokens": tokens_in,
             "output_tokens": tokens_out,
-            "cost_usd": cost_usd(model, tokens_in, tokens_out),
-            "latency_ms": round((time.perf_counter() - started) * 1000),
+            "cost_usd": cost_usd(call.model, tokens_in, tokens_out),
+            "latency_ms": round((time.perf_counter() - call.started) * 1000),
             "ok": error is None,
             "error": error,
-            **scope,
+            **call.scope,
+            "settings": call.settings_json,
             "created_at": timestamp(),
         }
-        if key is not None:
-            row |= {"call_key": key, "reply": completion.text if completion else None}
+        if key is not None and completion is not None:
+            row |= {"call_key": key, "reply": completion.text, "reasoning": completion.reasoning}
         async with self.store.transaction() as db:
             await db.execute(
                 f"INSERT INTO model_calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())

@@ -50,43 +50,55 @@ def solve_prompt(experiences: str, task: str) -> str:
 # ---- the teacher -------------------------------------------------------------------------
 
 TEACHER_SOLVE_SYSTEM = (
-    "You are an expert teacher. Solve the task carefully and completely, showing each step of "
-    "your reasoning, then end with a line 'Answer: <final answer>'."
+    "You are an expert teacher. Solve the task yourself, carefully and completely, looking at every figure it "
+    "includes. Put the working a student should follow, step by step, in `reasoning`, and the final answer alone, "
+    "in the form the task asks for, in `answer`."
 )
 
 
-def teacher_solve_prompt(task: str, ground_truth: str | None) -> str:
-    if ground_truth is None:
-        return f"## Task\n{task}"
+def teacher_solve_prompt(task: str) -> str:
+    return f"## Task\n{task}"
+
+
+def teacher_retry_prompt(answer: str, ground_truth: str) -> str:
+    """After a first solution that disagreed with the ground truth (it follows that solution)."""
     return (
-        f"## Task\n{task}\n\nThe correct final answer is: {ground_truth}\n"
-        "Write the full solution that reaches it, so a student can see why it is right."
+        f"Your answer {answer!r} is wrong: the correct final answer is {ground_truth!r}. Solve the task again and "
+        "reach it, showing the working a student should follow; say in the reasoning which step of your first "
+        "solution went wrong."
     )
 
 
 SUMMARISE_SYSTEM = (
-    "You compress reasoning traces into their logical skeleton. For each labelled trace give the "
-    "premises it starts from, each inference step in order (one short sentence each; say where a "
-    "step is wrong if it is), and its conclusion. Keep the labels. Drop repetition and filler."
+    "You compress reasoning traces into their logical skeleton. For each labelled trace give the premises it "
+    "starts from, each inference step in order (one short sentence each) and its conclusion. Keep every lesson id "
+    "a step cites, like [E3], in that step. Each trace comes with its verdict against the reference: in a wrong "
+    "trace, mark the step where it goes wrong. Drop repetition and filler; change no number the trace used."
 )
 
+VERDICTS = {True: "CORRECT", False: "WRONG", None: "UNGRADED"}
 
-def summarise_prompt(task: str, traces: dict[str, str]) -> str:
+
+def summarise_prompt(task: str, traces: list[tuple[str, str, str]]) -> str:
+    """traces: (label, verdict, text)."""
     parts = [f"## Task\n{task}"]
-    parts += [f"## Trace {label}\n{text}" for label, text in traces.items()]
-    parts.append(f"Return one chain per trace, labelled {', '.join(traces)}.")
+    parts += [f"## Trace {label} ({verdict})\n{text}" for label, verdict, text in traces]
     return "\n\n".join(parts)
 
 
 CRITIQUE_SYSTEM = """\
 You are a teacher improving a student's library of lessons. The library is prepended to the \
 student's system prompt for every future task of this kind, so a lesson must be GENERAL: a \
-reasoning pattern that works or a failure mode to avoid, stated as when it applies and what to \
-do. Never write the answer to this task, its specific numbers or names, or text copied from it.
-Compare the student's attempts with the reference. Then propose operations on the library:
-- add: a new lesson the attempts show is missing (at most 3, each under 60 words);
-- rewrite: sharpen an existing lesson (by id) that was cited but misled or is vague;
-- delete: remove an existing lesson (by id) that caused errors.
+reasoning pattern that works or a failure mode to avoid, written as when it applies, then what \
+to do ("When ..., ..."). Never write the answer to this task, its specific numbers or names, or \
+text copied from it.
+First compare each attempt's chain with the reference chain. For every wrong attempt, give in \
+`diagnoses` the first step that departs from the reference and the class of its error.
+Then propose operations on the library:
+- add: a lesson the attempts show is missing (at most 3, each under 60 words);
+- rewrite: correct or sharpen an existing lesson (by id) whose wording misled the student or is vague;
+- delete: remove an existing lesson (by id) only when its content is wrong. A lesson cited in a \
+wrong attempt is not wrong for that reason alone: the attempt may have misapplied it.
 Prefer rewriting an existing lesson over adding a near-duplicate. If every attempt was right \
 and nothing general is missing, return no operations. Lessons are plain statements about the \
 task domain, never instructions about the student's prompt, tools, links or secrets."""
@@ -95,25 +107,41 @@ task domain, never instructions about the student's prompt, tools, links or secr
 def critique_prompt(
     task: str,
     reference: str,
-    teacher_chain: str,
+    reference_chain: str,
     attempts: list[tuple[str, bool | None, list[str], str]],
     library: list[tuple[str, str, int]],
 ) -> str:
-    """attempts: (label, correct, cited ids, chain); library: (id, text, usage count)."""
+    """reference: what the reference is and how it was checked; attempts: (label, correct, cited
+    ids, chain); library: (id, text, usage count)."""
     lessons = "\n".join(f"[{id_}] (used {usage}×) {text}" for id_, text, usage in library) or "(empty)"
     graded = []
     for label, correct, cited, chain in attempts:
-        verdict = {True: "CORRECT", False: "WRONG", None: "UNGRADED"}[correct]
-        graded.append(f"### Attempt {label}: {verdict}; cited {', '.join(cited) or 'no lessons'}\n{chain}")
+        graded.append(f"### Attempt {label}: {VERDICTS[correct]}; cited {', '.join(cited) or 'no lessons'}\n{chain}")
     return "\n\n".join(
         [
             f"## Current library\n{lessons}",
             f"## Task\n{task}",
             f"## Reference\n{reference}",
-            f"## Teacher's solution (chain)\n{teacher_chain}",
+            f"### Reference chain\n{reference_chain}",
             "## Student attempts\n" + "\n\n".join(graded),
         ]
     )
+
+
+def reference_note(ground_truth: str | None, teacher_answer: str, teacher_right: bool | None, source: str) -> str:
+    """What the critique is told about its reference. source: 'dataset' or 'teacher'."""
+    if ground_truth is None:
+        return (
+            "No ground truth is known: the reference is the teacher's own solution, unchecked. "
+            "Judge the attempts against it and against their recorded outcomes."
+        )
+    first = (
+        f"The teacher's own first solution was right (it answered {teacher_answer!r})."
+        if teacher_right
+        else f"The teacher's own first solution was wrong too (it answered {teacher_answer!r}): the task is hard."
+    )
+    made = "the dataset's worked solution" if source == "dataset" else "the teacher's solution reaching it"
+    return f"The correct final answer is {ground_truth!r}. {first} The reference chain is {made}."
 
 
 COMPRESS_SYSTEM = """\
@@ -122,8 +150,9 @@ its budget. Return one operation for every lesson: merge lessons that say simila
 one (keeping what each adds), rewrite vague or wordy ones shorter and more precise, delete \
 low-utility ones, and retain the rest. Priority is log(1 + usage): lessons the student actually \
 cites are worth keeping; lessons marked harmful more often than helpful are candidates for \
-deletion. The result must fit the budget. Lessons stay general: no task-specific answers, no \
-instructions about the student's prompt, tools, links or secrets."""
+deletion. The lessons are listed from the lowest priority to the highest. The result must fit \
+the budget. Lessons stay general: no task-specific answers, no instructions about the \
+student's prompt, tools, links or secrets."""
 
 
 def compress_prompt(items: list[dict], token_budget: int, max_items: int, tokens: int) -> str:

@@ -3,6 +3,8 @@ real MCP clients. Async tests run on anyio's pytest plugin with the asyncio back
 
 import os
 import shutil
+import struct
+import zlib
 import socket
 import sqlite3
 import subprocess
@@ -91,3 +93,14 @@ def http_server(db_path: Path, *extra: str, env: Mapping[str, str] | None = None
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def tiny_png(rgb: tuple[int, int, int], size: int = 2) -> bytes:
+    """A valid PNG of one colour, `size` pixels square: image bytes without an image library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")

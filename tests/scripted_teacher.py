@@ -1,43 +1,26 @@
 """A scripted teacher for critique and compression tests: one ScriptedModel that answers each
-teacher step (solve, summarise, critique, compress) by the system prompt it was sent, and
-records which steps were asked for, so a test can assert what was (not) called."""
+teacher step (solve, summarise, critique, compress) by the reply schema it was asked for — its
+name, the labels and ids the schema offers — never by the prompt's wording, and records which
+steps were asked for, so a test can assert what was (not) called."""
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 from ted.llm.base import Message, OutputSchema
 from ted.llm.scripted import ScriptedModel
-from ted.prompts import COMPRESS_SYSTEM, CRITIQUE_SYSTEM, SUMMARISE_SYSTEM, TEACHER_SOLVE_SYSTEM
+from ted.testing.classroom import STEPS, chain, required
 
-STEPS = {
-    TEACHER_SOLVE_SYSTEM: "solve",
-    SUMMARISE_SYSTEM: "summarise",
-    CRITIQUE_SYSTEM: "critique",
-    COMPRESS_SYSTEM: "compress",
-}
-SOLUTION = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nAnswer: 391"
+SOLUTION = {"reasoning": "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.", "answer": "391"}
 
 # An entry of a step's queue: a reply object (sent as JSON), raw text, an exception to raise,
-# or a function of the prompt returning one of those.
-Entry = dict[str, Any] | str | BaseException | Callable[[str], Any]
+# or a function of (prompt, schema) returning one of those.
+Entry = dict[str, Any] | str | BaseException | Callable[[str, dict], Any]
 
 
-def chains_for(prompt: str) -> dict[str, Any]:
-    """A valid ChainSet for every label the summarise prompt asks for."""
-    labels = re.search(r"labelled (.+)\.\s*$", prompt).group(1).split(", ")
-    return {
-        "chains": [
-            {
-                "label": label,
-                "premises": [f"premises of {label}"],
-                "steps": [f"step of {label}"],
-                "conclusion": f"conclusion of {label}",
-            }
-            for label in labels
-        ]
-    }
+def chains_for(schema: dict[str, Any]) -> dict[str, Any]:
+    """A valid Summary for every label the summary's schema requires."""
+    return {"chains": {label: chain(label) for label in required(schema, "chains")}}
 
 
 class Teacher:
@@ -49,50 +32,66 @@ class Teacher:
         critiques: list[Entry] = (),
         plans: list[Entry] = (),
         summaries: list[Entry] = (),
-        solution: str = SOLUTION,
+        solutions: list[Entry] = (),
         name: str = "scripted:teacher",
     ):
         self.queues: dict[str, list[Entry]] = {
+            "solve": list(solutions),
             "critique": list(critiques),
             "compress": list(plans),
             "summarise": list(summaries),
         }
-        self.solution = solution
         self.steps: list[str] = []
         self.prompts: dict[str, list[str]] = {step: [] for step in STEPS.values()}
+        self.schemas: dict[str, list[dict]] = {step: [] for step in STEPS.values()}
         self.model = ScriptedModel(self._answer, name=name)
 
     def calls(self, step: str) -> int:
         return self.steps.count(step)
 
     def _answer(self, messages: list[Message], system: str | None, output: OutputSchema | None) -> str:
-        step = STEPS[system]
+        step = STEPS[output.name]
         prompt = "\n".join(m.text for m in messages)
         self.steps.append(step)
         self.prompts[step].append(prompt)
-        if step == "solve":
-            return self.solution
+        self.schemas[step].append(output.json_schema)
         queue = self.queues[step]
         if not queue:
-            if step == "summarise":
-                return json.dumps(chains_for(messages[0].text))
-            if step == "compress":
-                return json.dumps({"operations": []})
-            raise AssertionError(f"the test scripted no reply for {step} call {self.calls(step)}")
+            if step == "critique":
+                raise AssertionError(f"the test scripted no reply for critique call {self.calls(step)}")
+            defaults = {"solve": lambda: SOLUTION, "summarise": lambda: chains_for(output.json_schema)}
+            return json.dumps(defaults.get(step, lambda: {"operations": []})())
         entry = queue.pop(0)
         if callable(entry) and not isinstance(entry, type):
-            entry = entry(prompt)
+            entry = entry(prompt, output.json_schema)
         if isinstance(entry, BaseException):
             raise entry
         return entry if isinstance(entry, str) else json.dumps(entry)
 
 
-def critique(*operations: dict[str, Any], analysis: str = "A1 multiplied the tens wrongly.") -> dict[str, Any]:
-    return {"analysis": analysis, "operations": list(operations)}
+def critique(*operations: dict[str, Any], analysis: str = "A1 multiplied the tens wrongly.") -> Callable:
+    """A critique reply with these operations, diagnosing every wrong attempt its schema asks about."""
+
+    def reply(prompt: str, schema: dict) -> dict[str, Any]:
+        diagnoses = {
+            label: {"first_divergent_step": "Step 2: 17 * 3 = 41", "error_class": "calculation"}
+            for label in required(schema, "diagnoses")
+        }
+        return {"analysis": analysis, "diagnoses": diagnoses, "operations": list(operations)}
+
+    return reply
 
 
 def add(text: str, rationale: str = "") -> dict[str, Any]:
     return {"op": "add", "text": text, "rationale": rationale}
+
+
+def rewrite(id_: str, text: str, rationale: str = "") -> dict[str, Any]:
+    return {"op": "rewrite", "id": id_, "text": text, "rationale": rationale}
+
+
+def delete(id_: str, rationale: str = "") -> dict[str, Any]:
+    return {"op": "delete", "id": id_, "rationale": rationale}
 
 
 def plan(*operations: dict[str, Any]) -> dict[str, Any]:

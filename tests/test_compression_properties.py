@@ -41,10 +41,10 @@ WORDS = [
 lesson = st.lists(st.sampled_from(WORDS), min_size=3, max_size=60).map(lambda ws: " ".join(ws).capitalize() + ".")
 some_id = st.integers(min_value=1, max_value=40).map(lambda n: f"E{n}")  # ids past the library are unknown
 plan_op = st.one_of(
-    st.builds(PlanMerge, ids=st.lists(some_id, min_size=2, max_size=4), text=lesson),
-    st.builds(PlanRewrite, id=some_id, text=lesson),
-    st.builds(PlanDelete, id=some_id),
-    st.builds(PlanRetain, id=some_id),
+    st.builds(PlanMerge, op=st.just("merge"), ids=st.lists(some_id, min_size=1, max_size=4), text=lesson),
+    st.builds(PlanRewrite, op=st.just("rewrite"), id=some_id, text=lesson),
+    st.builds(PlanDelete, op=st.just("delete"), id=some_id, reason=st.just("")),
+    st.builds(PlanRetain, op=st.just("retain"), id=some_id),
 )
 
 
@@ -63,10 +63,12 @@ def test_any_plan_leaves_the_library_valid_and_within_budget(texts, usage, budge
 async def _check(texts, usage, budget, cap, plan):
     with tempfile.TemporaryDirectory() as tmp:
         async with Store.open(Path(tmp) / "ted.db") as store:
-            await store.configure("p", token_budget=budget, max_items=cap)
             if texts:
+                # Learned under a larger budget, which was then lowered: no version is over its budget.
+                await store.configure("p", token_budget=200_000, max_items=1000)
                 ops = [AddOp(text=t, usage_count=usage[i], helpful_count=usage[i] // 2) for i, t in enumerate(texts)]
                 await store.apply("p", ops, "import", "seed")
+            await store.configure("p", token_budget=budget, max_items=cap)
             state = await store.library_state("p")
             before = {e.id: e for e in state.experiences}
 

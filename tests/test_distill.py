@@ -20,6 +20,7 @@ from ted.runs.datasets import dataset_from_items
 from ted.runs.distill import run_job
 from ted.runs.jobs import DistillParams, Job
 from ted.runs.prepare import estimate
+from ted.runs.report import distill_report
 from ted.store import Store
 from ted.store.records import AddOp
 from ted.tasks import task_id_for
@@ -156,7 +157,7 @@ async def test_calls_follow_the_protocol(store, db_path):
         "For multiplication",
     ]
 
-    guess = estimate(job.params, job_problems := await jobs.problems(store, job.id))
+    guess = estimate(job.params, job_problems := (await jobs.problems(store, job.id))[0])
     assert guess.problems == len(job_problems) == 9
     assert guess.student_calls == calls["student"]
     assert guess.teacher_calls >= sum(n for role, n in calls.items() if role != "student")
@@ -232,72 +233,105 @@ async def test_a_batch_applies_its_operations_in_problem_order(store, db_path):
         assert [r["reason"] for r in rejected[later]] == ["repeats a lesson the library already has"]
 
 
+FIRST = "Estimate the result before computing it, then compare."
+SECOND = "Always estimate the result before computing it."
+
+
 class Quarrel(Classroom):
-    """A teacher that, in one batch, deletes the seeded lesson for p1 and rewrites it for p4."""
+    """A teacher whose critiques of p1 and p4, in one batch, both change the seeded lesson E1."""
 
-    def _critique(self, text: str) -> str:
-        index = problem_of(text)
-        operations = {
-            1: [{"op": "delete", "id": "E1", "rationale": "misleads"}],
-            4: [{"op": "rewrite", "id": "E1", "text": "Always estimate the result before computing it."}],
-        }
-        return json.dumps({"analysis": "…", "operations": operations.get(index, [])})
+    def __init__(self, first: dict, second: dict):
+        super().__init__()
+        self.operations = {1: [first], 4: [second]}
+
+    def _critique(self, text: str, schema: dict) -> str:
+        reply = json.loads(super()._critique(text, schema))
+        return json.dumps({**reply, "operations": self.operations.get(problem_of(text), [])})
 
 
-async def test_an_operation_on_a_lesson_an_earlier_problem_removed_is_dropped_and_reported(store, db_path):
+@pytest.mark.parametrize(
+    ("first", "second", "after"),
+    [
+        ({"op": "delete", "id": "E1", "rationale": "wrong"}, {"op": "rewrite", "id": "E1", "text": SECOND}, []),
+        ({"op": "rewrite", "id": "E1", "text": FIRST}, {"op": "rewrite", "id": "E1", "text": SECOND}, [FIRST]),
+        ({"op": "rewrite", "id": "E1", "text": FIRST}, {"op": "delete", "id": "E1", "rationale": "wrong"}, [FIRST]),
+    ],
+    ids=["delete-then-rewrite", "rewrite-then-rewrite", "rewrite-then-delete"],
+)
+async def test_two_critiques_of_a_batch_changing_one_lesson_the_first_applies_the_other_is_a_conflict(
+    store, db_path, first, second, after
+):
     await store.apply(LIB, [AddOp(text="Check the answer by estimating.")], "add", "seed")
     job = await create(store, n=5, epochs=1, rollouts=2)
-    finished = await run(store, job, classroom_models(classroom=Quarrel()))
+    quarrel = Quarrel({**first, "rationale": "r"}, {**second, "rationale": "r"})
+    finished = await run(store, job, classroom_models(classroom=quarrel))
 
-    assert (finished.state, finished.epochs[0].operations, finished.epochs[0].rejected) == ("done", 1, 1)
+    epoch = finished.epochs[0]
+    assert (finished.state, epoch.operations, epoch.rejected, epoch.conflicts) == ("done", 1, 1, 1)
     batch = (await store.history(LIB))[-1]
-    assert [(op.op, op.id) for op in batch.operations] == [("delete", "E1")] and batch.snapshot == []
+    assert [(op.op, op.id) for op in batch.operations] == [(first["op"], "E1")]
+    assert [item.text for item in batch.snapshot] == after
     rejected = {cid.rsplit(".", 1)[1]: json.loads(r) for cid, _, r in critiques(db_path)}
-    assert rejected["p4"] == [
-        {
-            "operation": {
-                "op": "rewrite",
-                "id": "E1",
-                "text": ("Always estimate the result before computing it."),
-                "rationale": "",
-            },
-            "reason": "refers to E1, not an active lesson",
-        }
-    ]
+    [conflict] = rejected["p4"]
+    p1 = f"{job.id[4:]}.0.p1"
+    assert conflict["operation"] == {**second, "rationale": "r"} and conflict["conflict_with"] == p1
+    assert conflict["reason"] == f"conflicts with critique {p1}, which changed E1 first in this batch"
+    report = await distill_report(store, Ledger(store), finished)
+    assert report.epochs[0].conflicts == 1
 
 
 # -- the budget -------------------------------------------------------------------------------
 
 
+HABITS = ["units", "signs", "carries", "digits", "order", "estimates", "remainders", "totals", "labels", "steps"]
+
+
+class Chatty(Classroom):
+    """A teacher that adds, with each critique, a second lesson of its own: the library outgrows
+    any small cap, so every batch needs compressing."""
+
+    def _critique(self, text: str, schema: dict) -> str:
+        reply = json.loads(super()._critique(text, schema))
+        habit = HABITS[problem_of(text) % len(HABITS)]
+        extra = {"op": "add", "text": f"Check the {habit} of each step before the next one.", "rationale": "r"}
+        return json.dumps({**reply, "operations": [*reply["operations"], extra]})
+
+
 @pytest.mark.parametrize(
-    ("strategy", "settings"),
+    ("strategy", "settings", "classroom"),
     [
-        ("teacher", {"max_items": 1}),
-        ("truncate", {"max_items": 1}),
-        ("random", {"max_items": 1}),
-        ("teacher", {"token_budget": 95}),
+        ("teacher", {"max_items": 3}, Chatty),
+        ("teacher", {"max_items": 1}, Classroom),
+        ("truncate", {"max_items": 3}, Chatty),
+        ("random", {"max_items": 1}, Classroom),
+        ("teacher", {"token_budget": 95}, Classroom),
     ],
-    ids=["teacher-items", "truncate-items", "random-items", "teacher-tokens"],
+    ids=["teacher-3-items", "teacher-1-item", "truncate-3-items", "random-1-item", "teacher-tokens"],
 )
-async def test_the_library_is_within_budget_after_every_batch(store, db_path, strategy, settings):
+async def test_no_version_is_ever_over_budget(store, db_path, strategy, settings, classroom):
     state = await store.configure(LIB, **settings)
-    job = await create(store, epochs=2, rollouts=2, concurrency=4, compression=strategy)
-    finished = await run(store, job)
+    job = await create(store, n=12, epochs=2, rollouts=2, concurrency=4, compression=strategy)
+    finished = await run(store, job, classroom_models(classroom=classroom()))
     assert finished.state == "done"
 
     history = await store.history(LIB)
-    assert any(v.kind == "compression" for v in history)
-    for version, following in zip(history, [*history[1:], None]):
-        if over_budget(version.snapshot, state.settings):
-            # over budget only for the moment between a batch and its compression
-            assert following is not None and following.kind == "compression", version.reason
-    assert not over_budget(history[-1].snapshot, state.settings)
+    # A batch and the compression it made necessary are one version: none is over budget, not
+    # even for a moment, and every compression happened inside a batch's version.
+    compressed = [v for v in history if "compression (" in v.reason]
+    assert compressed and all(v.kind == "critique" for v in compressed)
+    for version in history:
+        assert not over_budget(version.snapshot, state.settings), version.reason
     assert (await store.experience_prompt(LIB)).over_budget is False
-    # The job's per-epoch library size is what the student saw next: after the compression.
+    # The job's per-epoch library size is what the student saw next.
     for epoch in finished.epochs:
         assert epoch.items <= state.settings.max_items and epoch.tokens <= state.settings.token_budget
     assert finished.epochs[-1].version == history[-1].version
-    assert sum(e.compressions for e in finished.epochs) == sum(v.kind == "compression" for v in history)
+    assert sum(e.compressions for e in finished.epochs) == len(compressed)
+    last = history[-1].snapshot
+    assert (finished.epochs[-1].items, finished.epochs[-1].tokens) == (
+        len(last),
+        count_tokens(experience_prompt((i.id, i.text) for i in last)),
+    )
 
 
 async def test_without_compression_the_library_may_exceed_its_budget(store, db_path):
@@ -502,9 +536,10 @@ async def test_estimate_counts_the_protocol_upper_bound():
     params = DistillParams(library=LIB, student="s:s", teacher="s:t", epochs=3, rollouts=5, concurrency=8)
     guess = estimate(params, data.problems)
     assert guess.student_calls == 20 * 3 * 5
-    # one solve per problem, summary + critique per group and epoch, one compression per batch (3 × 3)
-    assert guess.teacher_calls == 20 + 2 * 20 * 3 + 3 * 3
+    # two solves per problem (the second when the first was wrong), summary + critique per group
+    # and epoch, one compression per batch (3 × 3)
+    assert guess.teacher_calls == 2 * 20 + 2 * 20 * 3 + 3 * 3
     cheaper = estimate(params.model_copy(update={"compression": "truncate", "rollouts": 1}), data.problems)
-    assert cheaper.teacher_calls == 20 + 2 * 20 * 3 and cheaper.input_tokens < guess.input_tokens
+    assert cheaper.teacher_calls == 2 * 20 + 2 * 20 * 3 and cheaper.input_tokens < guess.input_tokens
     smaller = estimate(params, data.problems, token_budget=500)  # the library rides in every prompt
     assert smaller.input_tokens < guess.input_tokens and smaller.student_calls == guess.student_calls

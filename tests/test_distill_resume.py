@@ -29,9 +29,8 @@ from conftest import installed_command
 
 from ted import cli
 from ted.llm import ModelSettings
-from ted.prompts import COMPRESS_SYSTEM, CRITIQUE_SYSTEM, SUMMARISE_SYSTEM, TEACHER_SOLVE_SYSTEM
 from ted.testing import ModelServer
-from ted.testing.classroom import Classroom, problems
+from ted.testing.classroom import Classroom, problems, step_of
 from ted.testing.model_server import RecordedRequest, Reply
 
 pytestmark = pytest.mark.anyio
@@ -64,19 +63,10 @@ def write_dataset(directory: Path) -> Path:
 
 
 def kind(request: RecordedRequest) -> tuple[str, str | None]:
-    """What a request asks for: the step, and the problem it is about (None for a compression)."""
-    prompt = request.prompt
-    for system, name in (
-        (COMPRESS_SYSTEM, "compress"),
-        (CRITIQUE_SYSTEM, "critique"),
-        (SUMMARISE_SYSTEM, "summarise"),
-        (TEACHER_SOLVE_SYSTEM, "solve"),
-    ):
-        if system in prompt:
-            break
-    else:
-        name = "student"
-    question = _QUESTION.search(prompt) if name != "compress" else None
+    """What a request asks for: the step (by its reply schema), and the problem it is about (None
+    for a compression)."""
+    name = step_of(request.output)
+    question = _QUESTION.search(request.prompt) if name != "compress" else None
     return name, question.group(0) if question else None
 
 
@@ -178,7 +168,9 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Clean:
     result = Clean(outcome(directory / "ted.db"), Counter(kind(r) for r in server.requests))
     # The job must be worth resuming: several batches, critiques and compressions, a lesson used.
     assert result.outcome.job[0] == "done"
-    assert Counter(v[1] for v in result.outcome.versions) == {"create": 1, "critique": 6, "compression": 6}
+    # Every batch is one version, its compression included (the library is never over budget).
+    assert Counter(v[1] for v in result.outcome.versions) == {"create": 1, "critique": 6}
+    assert all("compression (teacher)" in v[2] for v in result.outcome.versions[1:])
     assert result.outcome.calls["compress"] == 6 and result.outcome.calls["critique"] >= 6
     assert any(lesson[2] > 0 for lesson in result.outcome.lessons)
     # One solution per critiqued problem, each of its own problem.
@@ -186,6 +178,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Clean:
     assert result.outcome.calls["teacher-solve"] == len(critiqued) == len(result.outcome.solutions)
     for task, solution, chained in result.outcome.solutions:
         assert task in critiqued and chained and solution.startswith(f"Work it out: {task[8:-1]} = ")
+    assert all(not e["failures"] and not e["conflicts"] for e in result.outcome.job[5])
     return result
 
 
@@ -256,7 +249,7 @@ async def test_kill_mid_batch_and_resume_equals_an_uninterrupted_run(tmp_path: P
 
         killed = outcome(db)
         assert killed.job[:4] == ("running", 4, 0, 1)  # batch 1 applied, batch 2 in flight
-        assert [v[1] for v in killed.versions] == ["create", "critique", "compression"]
+        assert [v[1] for v in killed.versions] == ["create", "critique"]
         assert killed.critiques == [("0", "p1", 1), ("0", "p2", 1)]  # nothing of batch 2 applied
         assert len([a for a in killed.attempts if a[1] in ("p4", "p5", "p6", "p7")]) == 12
         assert killed.calls["critique"] == 3  # p1, p2 and p7's; p4's never got its answer recorded
@@ -345,31 +338,35 @@ def after(n: int, matches: Callable[[RecordedRequest], bool], reply: Callable[[]
 
 
 FAULTS = {
-    # The teacher's critique of p7 in epoch 2 is not JSON, and neither is its repair.
-    "invalid critique reply": (
-        lambda: after(1, lambda r: kind(r) == ("critique", QUESTION["p7"]), lambda: Reply(text="I'd rather not.")),
-        "ted: The job ended failed: local:teacher did not give a valid CritiqueReply reply, even after one repair",
-    ),
     # The student's calls at p9 in epoch 2 fail with 500 through all of the SDK's retries.
     "server error past the retries": (
         lambda: after(3, lambda r: kind(r) == ("student", QUESTION["p9"]), lambda: Reply.error(500)),
         "ted: The job ended failed: local:student: the provider failed with HTTP 500 after 4 retries",
     ),
-    # The fourth compression is rate limited for longer than the SDK retries.
-    "rate limited past the retries": (
-        lambda: after(3, lambda r: kind(r)[0] == "compress", lambda: Reply.error(429)),
-        "ted: The job ended failed: local:teacher: still rate limited (HTTP 429) after 4 retries",
-    ),
-    # The body of p10's teacher solution is not even JSON on the wire.
-    "broken response body": (
-        lambda: after(0, lambda r: kind(r) == ("solve", QUESTION["p10"]), Reply.broken_json),
+    # The teacher's key is refused at p7's critique in epoch 2: no retry, no later batch fixes that.
+    "a refused key": (
+        lambda: after(1, lambda r: kind(r) == ("critique", QUESTION["p7"]), lambda: Reply.error(401)),
         "ted: The job ended failed: local:teacher: ",
+    ),
+    # Every critique of batch 2 in epoch 1 is unusable, and so is each repair: the job's
+    # failure_share (all of them, by default) is reached.
+    "every critique of a batch unusable": (
+        lambda: after(
+            0, lambda r: kind(r)[0] == "critique" and INDEX[problem(r)] // 4 == 1, lambda: Reply(text="I'd rather not.")
+        ),
+        "ted: The job ended failed: 2 of the 2 critiques of batch 2 in epoch 1 could not be made",
     ),
 }
 
 
+def problem(request: RecordedRequest) -> str:
+    """The id of the problem a request is about."""
+    question = kind(request)[1]
+    return next(p for p, q in QUESTION.items() if q == question)
+
+
 @pytest.mark.parametrize("fault", list(FAULTS))
-async def test_a_failure_fails_the_job_between_batches_and_resume_finishes_it(
+async def test_a_failure_that_fails_the_job_leaves_whole_batches_and_resume_finishes_it(
     fault: str, tmp_path: Path, clean: Clean, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
     make_fault, message = FAULTS[fault]
@@ -389,20 +386,20 @@ async def test_a_failure_fails_the_job_between_batches_and_resume_finishes_it(
     assert failed.job[0] == "failed" and failed.job[4] in stderr
     with read_only(db) as c:
         errors = [error for (error,) in c.execute("SELECT error FROM model_calls WHERE NOT ok")]
-    if fault == "invalid critique reply":
-        assert errors == [] and script.faults == 2  # both calls were answered, and paid for; the reply and its repair
+    if fault == "every critique of a batch unusable":
+        assert errors == [] and script.faults == 4  # both critiques and both repairs were answered, and paid for
     else:
         # The SDK's retries leave no row; a call that gave up leaves one failed row, after all its tries.
         # (Calls the failure cancelled in flight leave none: their answers never came.)
-        tries = 1 if fault == "broken response body" else 1 + ModelSettings().max_retries  # a bad body: no retry
+        tries = 1 if fault == "a refused key" else 1 + ModelSettings().max_retries  # a 401 is not retried
         assert errors and set(errors) == {failed.job[4]}
         assert script.faults % tries == 0 and script.faults >= tries * len(errors)
-    # Never half a batch: the library's history is the clean run's up to some batch (its critique
-    # version with every critique of the batch, and the compression after it), and nothing more.
+    # Never half a batch: the library's history is the clean run's up to some batch (its version,
+    # with every critique of the batch and its compression), and nothing more.
     done = failed.job[2] * 3 + failed.job[3]  # batches applied, by the job's cursor
     assert 0 < done < 6
     assert failed.versions == clean.outcome.versions[: len(failed.versions)]
-    assert [v[2] for v in failed.versions if v[1] == "critique"] == [
+    assert [v[2].split(";")[0] for v in failed.versions if v[1] == "critique"] == [
         f"JOB: epoch {e + 1}, batch {b + 1} ({n} critiques)" for e, b, n in batches(clean.outcome)[:done]
     ]
     assert failed.critiques == [c for c in clean.outcome.critiques if int(c[0]) * 3 + INDEX[c[1]] // 4 < done]
@@ -425,12 +422,56 @@ async def test_a_failure_fails_the_job_between_batches_and_resume_finishes_it(
     assert resumed.attempts == clean.outcome.attempts
     assert resumed.solutions == clean.outcome.solutions
     assert resumed.job == clean.outcome.job
-    extra = {"critique": 2} if fault == "invalid critique reply" else {}
+    extra = {"critique": 4} if fault == "every critique of a batch unusable" else {}
     assert resumed.calls == dict(Counter(clean.outcome.calls) + Counter(extra))
     assert repeated_keys(db) == []
 
 
+async def test_one_problem_whose_teacher_replies_are_always_unusable_is_reported_and_the_job_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    db, report = tmp_path / "ted.db", tmp_path / "report"
+    # p1's critique (and its repair) is never valid JSON. The library keeps its default budget,
+    # so p1 shares its batch with p2's critique, and p4 and p7 teach the lesson p1 would have.
+    script = with_faults(
+        after(0, lambda r: kind(r) == ("critique", QUESTION["p1"]), lambda: Reply(text="I'd rather not."))
+    )
+    async with ModelServer(script) as server:
+        monkeypatch.setenv("TED_OPENAI_COMPATIBLE_BASE_URL", server.openai_base_url)
+        dataset = str(write_dataset(tmp_path))
+        assert await ted(db, "distill", "--dataset", dataset, *RUN, "--report", str(report)) == 0
+    finished = outcome(db)
+    assert finished.job[0] == "done" and finished.job[4] is None
+    failures = [(e["epoch"], f["problem_id"], f["step"]) for e in finished.job[5] for f in e["failures"]]
+    assert failures == [(0, "p1", "critique")] and script.faults == 2  # the reply and its repair
+    assert [c[1] for c in finished.critiques] == ["p2", "p4", "p7"]  # the batch went on without p1's
+    assert [lesson[1].split(",")[0] for lesson in finished.lessons] == ["For multiplication", "For subtraction"]
+    assert finished.job[5][0]["critiques"] == 3
+    [reported] = [f for e in json.loads((report / "report.json").read_text())["epochs"] for f in e["failures"]]
+    assert (reported["problem_id"], reported["step"]) == ("p1", "critique")
+    assert "did not give a valid CritiqueReply reply" in reported["error"]
+    assert "| 1 | p1 | critique | local:teacher did not give a valid CritiqueReply" in (report / "report.md").read_text()
+
+
+async def test_a_compression_rate_limited_past_the_retries_falls_back_to_priority(
+    tmp_path: Path, clean: Clean, monkeypatch: pytest.MonkeyPatch
+):
+    db = tmp_path / "ted.db"
+    script = with_faults(after(3, lambda r: kind(r)[0] == "compress", lambda: Reply.error(429)))
+    async with ModelServer(script) as server:
+        monkeypatch.setenv("TED_OPENAI_COMPATIBLE_BASE_URL", server.openai_base_url)
+        assert await distill(db, tmp_path) == 0
+    finished = outcome(db)
+    failures = [f for e in finished.job[5] for f in e["failures"]]
+    assert [f["step"] for f in failures] == ["compress"] * 3 and all("HTTP 429" in f["error"] for f in failures)
+    # The classroom's teacher drops the lowest-priority lesson, as the fallback does: the library
+    # ends the same, only the reasons of the versions say how each compression was made.
+    assert finished.lessons == clean.outcome.lessons
+    assert [v[:2] for v in finished.versions] == [v[:2] for v in clean.outcome.versions]
+    assert sum("removed lowest-priority" in v[2] for v in finished.versions) == 3
+
+
 def batches(result: Outcome) -> list[tuple[int, int, int]]:
     """(epoch, batch, critiques applied) of each critique version, in order, from its reason."""
-    found = [re.fullmatch(r"JOB: epoch (\d+), batch (\d+) \((\d+) critiques\)", v[2]) for v in result.versions]
+    found = [re.match(r"JOB: epoch (\d+), batch (\d+) \((\d+) critiques\)", v[2]) for v in result.versions]
     return [(int(m[1]) - 1, int(m[2]) - 1, int(m[3])) for m in found if m]

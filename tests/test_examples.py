@@ -16,8 +16,7 @@ from conftest import http_server, installed_command
 from mcp import Client, StdioServerParameters
 
 from ted import cli as ted_cli
-from ted.prompts import STUDENT_SYSTEM
-from ted.testing import ModelServer, RecordedRequest
+from ted.testing import ModelServer
 from ted.testing.classroom import Classroom
 from ted.testing.classroom import problems as classroom_problems
 
@@ -133,7 +132,7 @@ def test_claude_code_commands():
 # multiplication wrong until the library holds a lesson for them, so learning is visible.
 
 MODEL_ENV = ("TED_", "ANTHROPIC_", "OPENAI_", "OPENROUTER_")
-AGENT_MODEL = "agent"  # the model name agent_loop.py sends; the script below answers it as the student
+AGENT_MODEL = "agent"  # the model name agent_loop.py sends; the classroom answers it as the student
 
 
 def load_example(name: str):
@@ -143,20 +142,11 @@ def load_example(name: str):
     return module
 
 
-def classroom_script(classroom: Classroom):
-    def reply(request: RecordedRequest) -> str:
-        text = request.prompt
-        if (request.body or {}).get("model") == AGENT_MODEL:
-            # The classroom knows students by the distillation's system prompt; the agent has its own.
-            text = f"{STUDENT_SYSTEM}\n{text}"
-        return classroom.reply(text)
-
-    return reply
-
-
 @pytest.fixture
 def model_server():
-    with ModelServer(classroom_script(Classroom())) as server:
+    # The classroom tells a student by its request asking for no reply schema: the agent's
+    # requests (its own system prompt) are answered as the distillation's student's are.
+    with ModelServer(Classroom().reply_to_request) as server:
         yield server
 
 

@@ -202,27 +202,61 @@ def dead_pid() -> int:
     return child.pid
 
 
-async def test_a_job_whose_owner_died_resumes_when_a_server_starts(db_path, mode):
+async def interrupted_jobs(db_path) -> tuple[str, str, str]:
+    """Three running jobs: one whose owner died, one leased by a live process elsewhere, and one
+    whose owner died but that reached its models at another endpoint."""
     async with Store.open(db_path) as store:
         data = await dataset_from_items(problems(6))
         params = DistillParams(
             library="arith", student="scripted:student", teacher="scripted:teacher", epochs=1, rollouts=2, concurrency=3
         )
-        orphan = await jobs.create(store, params, data.problems, "inline")
+        here = {"scripted:student": "in-process", "scripted:teacher": "in-process"}
+        orphan = await jobs.create(store, params, data.problems, "inline", config=here)
         await jobs.claim(store, orphan.id, f"{socket.gethostname()}:{dead_pid()}")  # lease still valid
-        elsewhere = await jobs.create(store, params, data.problems, "inline")
+        elsewhere = await jobs.create(store, params, data.problems, "inline", config=here)
         await jobs.claim(store, elsewhere.id, "another-host:4242")  # alive, as far as anyone here can tell
+        moved = await jobs.create(store, params, data.problems, "inline", config={"scripted:student": "http://gpu:8000"})
+        await jobs.claim(store, moved.id, f"{socket.gethostname()}:{dead_pid()}")
+    return orphan.id, elsewhere.id, moved.id
 
+
+async def test_a_server_start_lists_interrupted_jobs_and_resumes_none(db_path, mode, capsys):
+    orphan, elsewhere, moved = await interrupted_jobs(db_path)
+    before = job_rows(db_path)
     async with connect(db_path, mode) as client:
-        done = await call(client, "get_job", {"job_id": orphan.id, "wait": True, "timeout": 60})
+        status = await call(client, "get_job", {"job_id": orphan})
+        assert (status["state"], status["problems_done"]) == ("running", 0)
+        await anyio.sleep(0.2)
+    assert job_rows(db_path) == before  # nobody was claimed, nothing ran
+    said = capsys.readouterr().err
+    for job_id in (orphan, moved):
+        assert f"job {job_id} (library arith, 0/6 problems) was interrupted; resume it with" in said
+        assert f"`ted distill --resume {job_id}`" in said and "--resume-jobs" in said
+    assert elsewhere not in said  # its runner is alive
+
+
+async def test_resume_jobs_takes_over_what_this_process_can_run(db_path, mode, capsys):
+    orphan, elsewhere, moved = await interrupted_jobs(db_path)
+    server = build_server(db_path, models=Classroom().models(), resume_jobs=True)
+    async with Client(server, mode=mode, raise_exceptions=False) as client:
+        done = await call(client, "get_job", {"job_id": orphan, "wait": True, "timeout": 60})
         assert (done["state"], done["problems_done"], done["owner"]) == ("done", 6, None)
-        other = await call(client, "get_job", {"job_id": elsewhere.id})
+        other = await call(client, "get_job", {"job_id": elsewhere})
         assert (other["state"], other["owner"], other["problems_done"]) == ("running", "another-host:4242", 0)
-        says = await error(client, "distill_batch", {"resume": elsewhere.id})
+        says = await error(client, "distill_batch", {"resume": elsewhere})
         assert "running in another process (another-host:4242)" in says
         # Cancelling a job another process runs asks that process to stop it.
-        asked = await call(client, "cancel_job", {"job_id": elsewhere.id})
+        asked = await call(client, "cancel_job", {"job_id": elsewhere})
         assert (asked["state"], asked["cancel_requested"]) == ("running", True)
+        # A job that reached its models elsewhere is left for a process configured like it…
+        assert (await call(client, "get_job", {"job_id": moved}))["problems_done"] == 0
+        said = capsys.readouterr().err
+        assert f"resuming interrupted jobs {orphan}" in said
+        assert f"job {moved} (library arith, 0/6 problems) was interrupted" in said and "http://gpu:8000" in said
+        # …unless resumed on purpose, which records where this process reaches them.
+        await call(client, "distill_batch", {"resume": moved})
+        finished = await call(client, "get_job", {"job_id": moved, "wait": True, "timeout": 60})
+        assert finished["state"] == "done" and finished["config"]["scripted:student"] == "in-process"
 
 
 async def test_a_stopped_job_resumes_through_the_tool_with_a_higher_cap(db_path, mode):

@@ -3,15 +3,19 @@ on 127.0.0.1: wire shapes, usage, the SDKs' retries and timeouts, error messages
 replies and the concurrency bound. Then the registry: names, keys, base URLs, caching."""
 
 import asyncio
+import base64
 import time
 
+import anthropic
 import pytest
-from conftest import free_port
+from conftest import free_port, tiny_png
 from pydantic import BaseModel
 
-from ted.errors import ConfigError, InvalidReply, ModelError
+from ted.errors import ConfigError, InvalidReply, ModelError, ModelRefused
+from ted.images import read_image
 from ted.llm import (
     AnthropicModel,
+    GenerationSettings,
     ImagePart,
     Message,
     ModelSettings,
@@ -19,6 +23,7 @@ from ted.llm import (
     ScriptedModel,
     clear_model_cache,
     get_model,
+    strict_schema,
     structured,
 )
 from ted.llm.registry import OPENROUTER_BASE_URL
@@ -49,7 +54,9 @@ def make(provider: str, server: ModelServer, **settings) -> AnthropicModel | Ope
 async def test_text_round_trip(provider):
     async with ModelServer(["Paris."]) as server:
         model = make(provider, server)
-        completion = await model.complete([Message.user("Capital of France?")], system="Be brief.", max_tokens=50)
+        completion = await model.complete(
+            [Message.user("Capital of France?")], system="Be brief.", settings=GenerationSettings(max_tokens=50)
+        )
         await model.aclose()
     assert (completion.text, completion.model, completion.truncated) == ("Paris.", f"{provider}:{model.model}", False)
     [request] = server.requests
@@ -59,7 +66,7 @@ async def test_text_round_trip(provider):
         assert request.path == "/v1/messages"
         assert body["system"] == "Be brief." and body["max_tokens"] == 50
         assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]
-        assert "tools" not in body
+        assert "tools" not in body and "temperature" not in body and "top_p" not in body
     else:
         assert request.path == "/v1/chat/completions"
         assert body["max_tokens"] == 50
@@ -67,30 +74,77 @@ async def test_text_round_trip(provider):
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Capital of France?"},
         ]
-        assert "response_format" not in body
+        assert "response_format" not in body and not {"temperature", "top_p", "seed"} & set(body)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_images_are_sent_in_the_provider_wire_shape(provider):
-    by_url = ImagePart(url="https://example.invalid/figure.png")
-    inline = ImagePart(data="aGVsbG8=", media_type="image/jpeg")
+async def test_generation_settings_go_on_the_wire_where_the_provider_takes_them(provider):
+    settings = GenerationSettings(max_tokens=900, temperature=0.3, top_p=0.9, seed=7)
+    async with ModelServer(["ok", "ok"]) as server:
+        model = make(provider, server)
+        await model.complete([Message.user("hi")], settings=settings)
+        await model.complete([Message.user("hi")])
+        await model.aclose()
+    sent, default = (r.body for r in server.requests)
+    assert (sent["max_tokens"], default["max_tokens"]) == (900, 16_384)
+    assert not {"temperature", "top_p", "seed"} & set(default)
+    if provider == "openai":
+        assert (sent["temperature"], sent["top_p"], sent["seed"]) == (0.3, 0.9, 7)
+    else:  # Anthropic's API (2026-10-21) refuses sampling settings: they are not sent.
+        assert not {"temperature", "top_p", "seed"} & set(sent)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_reasoning_returned_apart_from_the_reply_is_kept(provider):
+    async with ModelServer([Reply(text="Answer: 4", reasoning="2 and 2 make 4.")]) as server:
+        model = make(provider, server)
+        completion = await model.complete([Message.user("2+2?")])
+        await model.aclose()
+    assert (completion.text, completion.reasoning) == ("Answer: 4", "2 and 2 make 4.")
+    assert completion.transcript == "[reasoning]\n2 and 2 make 4.\n[/reasoning]\nAnswer: 4"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_images_are_sent_in_each_providers_documented_form(provider, tmp_path):
+    """An http(s) URL goes as a URL; a file and a data: URL go inline as base64 — never a data:
+    URL as an Anthropic `url` source."""
+    png = tiny_png((200, 30, 30))
+    (tmp_path / "figure.png").write_bytes(png)
+    data_url = "data:image/png;base64," + base64.b64encode(tiny_png((0, 0, 255))).decode()
+    parts = [read_image(ref) for ref in ("https://example.invalid/figure.png", str(tmp_path / "figure.png"), data_url)]
     async with ModelServer(["a triangle"]) as server:
         model = make(provider, server)
-        await model.complete([Message.user("What is shown?", by_url, inline)])
+        await model.complete([Message.user(*parts, "What is shown?")])
         await model.aclose()
     [request] = server.requests
+    inline = [base64.b64encode(png).decode(), data_url.split(",", 1)[1]]
     if provider == "anthropic":
         assert request.messages[0]["content"] == [
-            {"type": "text", "text": "What is shown?"},
             {"type": "image", "source": {"type": "url", "url": "https://example.invalid/figure.png"}},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "aGVsbG8="}},
+            *({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": d}} for d in inline),
+            {"type": "text", "text": "What is shown?"},
         ]
     else:
         assert request.messages[0]["content"] == [
-            {"type": "text", "text": "What is shown?"},
             {"type": "image_url", "image_url": {"url": "https://example.invalid/figure.png"}},
-            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,aGVsbG8="}},
+            *({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{d}"}} for d in inline),
+            {"type": "text", "text": "What is shown?"},
         ]
+
+
+@pytest.mark.parametrize("name", ["openai:gpt-3.5-turbo", "local:llama3.1"])
+async def test_a_text_only_model_is_refused_images_before_any_call(name, monkeypatch):
+    monkeypatch.setenv("TED_TEXT_ONLY_MODELS", "local:llama3*")
+    async with ModelServer(["never"]) as server:
+        model = get_model(name, ModelSettings(api_key="k", base_url=server.openai_base_url))
+        image = ImagePart(data=base64.b64encode(tiny_png((0, 0, 0))).decode())
+        with pytest.raises(ConfigError, match=f"{name} reads text only.*TED_TEXT_ONLY_MODELS"):
+            await model.complete([Message.user(image, "What is shown?")])
+        assert (await model.complete([Message.user("no figure")])).text == "never"  # text still goes
+        await model.aclose()
+    assert len(server.requests) == 1
+    with pytest.raises(ConfigError, match="reads text only"):
+        await ScriptedModel(name=name).complete([Message.user(image)])
 
 
 def test_an_image_needs_exactly_one_source():
@@ -106,10 +160,10 @@ async def test_usage_comes_from_the_provider_and_truncation_is_flagged(provider)
     async with ModelServer(["y" * 20, "z" * 400]) as server:
         model = make(provider, server)
         completion = await model.complete([Message.user("x" * 40)])
-        cut = await model.complete([Message.user("x" * 40)], max_tokens=10)
+        cut = await model.complete([Message.user("x" * 40)], settings=GenerationSettings(max_tokens=16))
         await model.aclose()
     assert (completion.usage.input_tokens, completion.usage.output_tokens) == (10, 5)
-    assert (cut.usage.output_tokens, cut.truncated, cut.text) == (10, True, "z" * 40)
+    assert (cut.usage.output_tokens, cut.truncated, cut.text) == (16, True, "z" * 64)
 
 
 # -- the SDKs' retries and timeouts -----------------------------------------------------------
@@ -161,11 +215,22 @@ async def test_a_refused_key_names_the_key_variable(provider):
             f"{provider}:some-model",
             ModelSettings(api_key="a-wrong-key", base_url=make(provider, server).base_url, max_retries=3),
         )
-        with pytest.raises(ModelError, match=KEY_ENV[provider]) as caught:
+        with pytest.raises(ModelRefused, match=KEY_ENV[provider]) as caught:
             await model.complete([Message.user("hi")])
         await model.aclose()
     assert "HTTP 401" in str(caught.value)
     assert len(server.requests) == 1  # a 401 is not retried
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(("status", "refused"), [(400, True), (404, True), (422, True), (429, False), (503, False)])
+async def test_only_errors_no_retry_can_fix_are_refusals(provider, status, refused):
+    async with ModelServer([Reply.error(status)]) as server:
+        model = make(provider, server)
+        with pytest.raises(ModelError) as caught:
+            await model.complete([Message.user("hi")])
+        await model.aclose()
+    assert isinstance(caught.value, ModelRefused) is refused
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -214,13 +279,27 @@ async def test_structured_reply_uses_the_provider_mechanism(provider):
     body = server.requests[0].body
     if provider == "anthropic":
         [tool] = body["tools"]
-        assert tool["name"] == "Answer" and tool["input_schema"] == Answer.model_json_schema()
+        assert tool["input_schema"] == anthropic.transform_schema(strict_schema(Answer))
+        assert (tool["name"], tool["strict"]) == ("Answer", True)
         assert body["tool_choice"] == {"type": "tool", "name": "Answer"}
     else:
         assert body["response_format"] == {
             "type": "json_schema",
-            "json_schema": {"name": "Answer", "schema": Answer.model_json_schema(), "strict": False},
+            "json_schema": {"name": "Answer", "schema": strict_schema(Answer), "strict": True},
         }
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_strict_schemas_can_be_turned_off_for_a_server_that_refuses_them(provider):
+    async with ModelServer(['{"answer": 4, "reason": "2+2"}']) as server:
+        model = make(provider, server, strict_schemas=False)
+        await structured(model, [Message.user("2+2?")], Answer)
+        await model.aclose()
+    body = server.requests[0].body
+    if provider == "anthropic":
+        assert "strict" not in body["tools"][0]
+    else:
+        assert body["response_format"]["json_schema"]["strict"] is False
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -12,6 +12,7 @@ import pytest
 
 from ted.errors import InvalidInput
 from ted.ledger import CostSummary, RoleTotals
+from ted.runs.jobs import StepFailure
 from ted.runs.report import (
     DistillReport,
     EvalReport,
@@ -272,11 +273,17 @@ def test_epoch_stats_from_rollout_grades():
     assert epoch_stats(1, {}, library=LibrarySize()).accuracy is None
 
 
+FAILURE = StepFailure(problem_id="p7", step="critique", error="scripted:teacher did not give a valid CritiqueReply reply")
+COMPRESS_FAILURE = StepFailure(problem_id=None, step="compress", error="HTTP 529")
+
+
 def test_distill_report_files(tmp_path):
     size = [LibrarySize(version=12, items=9, tokens=2_100), LibrarySize(version=20, items=15, tokens=3_980)]
     epochs = [
         epoch_stats(1, {f"p{i}": [i % 2 == 0] * 5 for i in range(10)}, library=size[0], critiques=5),
-        epoch_stats(2, {f"p{i}": [i % 5 != 0] * 5 for i in range(10)}, library=size[1], critiques=2, compressions=1),
+        epoch_stats(
+            2, {f"p{i}": [i % 5 != 0] * 5 for i in range(10)}, library=size[1], critiques=2, compressions=1
+        ).model_copy(update={"conflicts": 1, "failures": [FAILURE, COMPRESS_FAILURE]}),
     ]
     r = distill(epochs, state="cancelled")
     files = write_distill_report(r, tmp_path)
@@ -289,10 +296,13 @@ def test_distill_report_files(tmp_path):
         "| Library | gsm8k v20 (15 items, 3,980 tokens) |",
         "| Budget | 4,000 tokens / 15 items, compression: teacher |",
         "| Epochs | 2 of 3 (cancelled) |",
-        "| 0 (start) |  |  |  |  |  |  | 1 | 0 | 0 |",
-        "| 1 | 10 | 50 | 50.0 % (25/50) | 5 | 5 | 0 | 12 | 9 | 2,100 |",
-        "| 2 | 10 | 50 | 80.0 % (40/50) | 8 | 2 | 1 | 20 | 15 | 3,980 |",
+        "| 0 (start) |  |  |  |  |  |  |  |  | 1 | 0 | 0 |",
+        "| 1 | 10 | 50 | 50.0 % (25/50) | 5 | 5 | 0 | 0 | 0 | 12 | 9 | 2,100 |",
+        "| 2 | 10 | 50 | 80.0 % (40/50) | 8 | 2 | 2 | 1 | 1 | 20 | 15 | 3,980 |",
         "| Cost | $0.1234 |",
+        "## Failed critiques",
+        "| 2 | p7 | critique | scripted:teacher did not give a valid CritiqueReply reply |",
+        "| 2 | (the batch's compression) | compress | HTTP 529 |",
     ):
         assert figure in text, figure
     assert not list(tmp_path.glob("*.partial"))

@@ -117,10 +117,16 @@ async def test_budget_counts_the_prompt_as_prepended(store):
     await store.ensure_library("tiny", settings=None)
     prompt = await agent.get_experiences(store, "tiny")
     assert (prompt.prompt, prompt.tokens, prompt.version) == ("", 0, 0)
-    for i in range(16):
+    for i in range(15):
         await agent.add_experience(store, "tiny", f"Lesson number {i} about checking the arithmetic twice.")
+    # No version is ever over budget: the 16th lesson is refused, saying how to make room.
+    with pytest.raises(InvalidInput, match=r"over its budget \(16 lessons, cap 15; .*Compress it first"):
+        await agent.add_experience(store, "tiny", "Lesson number 15 about checking the arithmetic twice.")
     prompt = await agent.get_experiences(store, "tiny")
-    assert len(prompt.items) == 16 and prompt.over_budget  # 16 items > the cap of 15
+    assert (len(prompt.items), prompt.version, prompt.over_budget) == (15, 15, False)
+    await store.configure("tiny", max_items=10)  # a budget can be lowered; the next change must compress
+    prompt = await agent.get_experiences(store, "tiny")
+    assert len(prompt.items) == 15 and prompt.over_budget
     from ted.tokens import count_tokens
 
     assert prompt.tokens == count_tokens(prompt.prompt)

@@ -2,13 +2,25 @@
 all in process: no server, no network."""
 
 import asyncio
+import json
 from typing import Annotated, Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from ted.errors import InvalidReply, ModelError
-from ted.llm import Completion, Message, Model, ScriptedModel, Usage, extract_json, output_schema, structured
+from ted.llm import (
+    Completion,
+    GenerationSettings,
+    Message,
+    Model,
+    ScriptedModel,
+    Usage,
+    extract_json,
+    output_schema,
+    strict_schema,
+    structured,
+)
 from ted.llm.scripted import example_for_schema
 from ted.llm.structured import UnusableReply
 from ted.tokens import count_tokens
@@ -18,25 +30,25 @@ pytestmark = pytest.mark.anyio
 
 class Verdict(BaseModel):
     correct: bool
-    score: int = Field(ge=0, le=10)
+    score: int
 
 
 class Add(BaseModel):
-    op: Literal["add"] = "add"
-    text: str = Field(min_length=1)
+    op: Literal["add"]
+    text: str
 
 
 class Drop(BaseModel):
-    op: Literal["delete"] = "delete"
+    op: Literal["delete"]
     id: str
 
 
 class Plan(BaseModel):
-    """Nested models, a discriminated union and defaults: the shapes the teacher replies in."""
+    """Nested models, a discriminated union, a nullable field: the shapes the teacher replies in."""
 
     summary: str
-    operations: list[Annotated[Add | Drop, Field(discriminator="op")]] = Field(default_factory=list)
-    confidence: float | None = None
+    operations: list[Annotated[Add | Drop, Field(discriminator="op")]]
+    confidence: float | None
 
 
 # -- lenient parsing ----------------------------------------------------------------------------
@@ -68,10 +80,41 @@ def test_extract_json_refuses_text_without_an_object(text):
 
 
 def test_output_schema_names_are_safe_for_tool_and_schema_names():
-    schema = output_schema(Plan)
-    assert schema.name == "Plan" and schema.json_schema == Plan.model_json_schema()
-    odd = type("Reply[int] v2", (Verdict,), {})
+    assert output_schema(Plan).name == "Plan"
+    odd = type("Reply[int] v2", (Plan,), {})
     assert output_schema(odd).name == "Reply_int__v2"
+
+
+def test_the_schema_sent_is_strict():
+    """Pydantic's discriminated union (`oneOf` + `discriminator`, which OpenAI's strict mode
+    refuses) is sent as `anyOf`; every object closed and every property required."""
+    schema = strict_schema(Plan)
+    text = json.dumps(schema)
+    assert "oneOf" not in text and "discriminator" not in text and '"default"' not in text
+    assert schema["properties"]["operations"]["items"]["anyOf"] == [
+        {"$ref": "#/$defs/Add"},
+        {"$ref": "#/$defs/Drop"},
+    ]
+    for node in (schema, *schema["$defs"].values()):
+        assert node["additionalProperties"] is False and node["required"] == list(node["properties"])
+
+
+@pytest.mark.parametrize(
+    ("field", "why"),
+    [
+        (Annotated[str, Field(min_length=1)], "minLength"),
+        (Annotated[str, Field(pattern=r"^E\d+$")], "pattern"),
+        (Annotated[list[str], Field(max_length=3)], "maxItems"),
+    ],
+)
+def test_a_reply_type_with_a_limit_the_providers_drop_is_refused(field, why):
+    with pytest.raises(TypeError, match=why):
+        strict_schema(create_model("Limited", value=(field, ...)))
+
+
+def test_a_reply_type_with_a_default_is_refused():
+    with pytest.raises(TypeError, match="every property must be required"):
+        strict_schema(create_model("Defaulted", value=(str, "x")))
 
 
 # -- structured() -------------------------------------------------------------------------------
@@ -86,15 +129,17 @@ async def test_a_valid_reply_takes_one_call():
 
 
 async def test_an_invalid_reply_gets_one_repair_that_shows_reply_and_errors():
-    model = ScriptedModel(['{"correct": "maybe", "score": 11}', '{"correct": true, "score": 10}'])
-    verdict, completions = await structured(model, [Message.user("grade")], Verdict, max_tokens=300)
+    model = ScriptedModel(['{"correct": "maybe", "score": "eleven"}', '{"correct": true, "score": 10}'])
+    verdict, completions = await structured(
+        model, [Message.user("grade")], Verdict, settings=GenerationSettings(max_tokens=300)
+    )
     assert verdict.score == 10 and len(completions) == 2 and model.calls == 2
     repair = model.requests[1]
     assert [m.role for m in repair.messages] == ["user", "assistant", "user"]
-    assert repair.messages[1].text == '{"correct": "maybe", "score": 11}'
+    assert repair.messages[1].text == '{"correct": "maybe", "score": "eleven"}'
     feedback = repair.messages[2].text
-    assert "- correct:" in feedback and "- score: Input should be less than or equal to 10" in feedback
-    assert repair.output == output_schema(Verdict) and repair.max_tokens == 300
+    assert "- correct:" in feedback and "- score: Input should be a valid integer" in feedback
+    assert repair.output == output_schema(Verdict) and repair.settings.max_tokens == 300
 
 
 async def test_a_second_invalid_reply_raises_invalid_reply_after_exactly_two_calls():
@@ -118,9 +163,9 @@ async def test_an_empty_reply_is_repaired_with_a_placeholder_turn():
 async def test_a_truncated_reply_says_to_raise_max_tokens():
     cut = Completion(text='{"summary": "long', model="scripted:model", truncated=True)
     model = ScriptedModel([cut, cut])
-    with pytest.raises(InvalidReply, match=r"raise max_tokens \(now 64\)"):
-        await structured(model, [Message.user("plan")], Plan, max_tokens=64)
-    assert "cut off at the 64-token limit" in model.requests[1].messages[2].text
+    with pytest.raises(InvalidReply, match=r"raise this role's max_tokens"):
+        await structured(model, [Message.user("plan")], Plan, settings=GenerationSettings(max_tokens=64))
+    assert "cut off at its output-token limit (max_tokens)" in model.requests[1].messages[2].text
 
 
 async def test_a_failed_call_is_not_retried_here():
@@ -138,7 +183,10 @@ async def test_a_failed_repair_call_propagates():
 
 
 async def test_nested_unions_validate():
-    reply = '```json\n{"summary": "s", "operations": [{"op": "delete", "id": "E2"}, {"op": "add", "text": "t"}]}\n```'
+    reply = (
+        '```json\n{"summary": "s", "operations": [{"op": "delete", "id": "E2"}, {"op": "add", "text": "t"}], '
+        '"confidence": null}\n```'
+    )
     plan, _ = await structured(ScriptedModel([reply]), [Message.user("plan")], Plan)
     assert [type(op) for op in plan.operations] == [Drop, Add]
 
@@ -186,7 +234,7 @@ async def test_scripted_model_without_a_script_gives_a_minimal_valid_reply():
     assert (await model.complete([Message.user("hi")])).text == "scripted reply"
     plan, _ = await structured(model, [Message.user("plan")], Plan)
     verdict, _ = await structured(model, [Message.user("grade")], Verdict)
-    assert (plan.summary, plan.operations, verdict.score) == ("x", [], 0)
+    assert (plan.summary, plan.operations, plan.confidence, verdict.score) == ("x", [], 0, 0)
     assert model.calls == 3
 
 

@@ -5,7 +5,7 @@
     ted add LIB TEXT                    ted rollback LIB VERSION
     ted export LIB [--format json|md] [--output FILE]
     ted import LIB FILE [--replace] [--format json|md]
-    ted config LIB [--teacher M] [--student M] [--budget N] [--max-items N]
+    ted config LIB [--teacher M] [--student M] [--budget N] [--max-items N] [--student-temperature T …]
     ted costs [--library LIB] [--job JOB]
     ted distill --dataset FILE --library LIB [--student M --teacher M --epochs 3 --rollouts 5 …]
     ted distill --resume JOB
@@ -32,7 +32,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from ted import agent, transfer
-from ted.cli.runs import add_commands
+from ted.cli.runs import add_commands, add_generation_options, generation_options
 from ted.errors import InvalidInput, TedError
 from ted.ledger import Ledger
 from ted.llm.registry import split_name
@@ -165,19 +165,31 @@ async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
     for model in (args.teacher, args.student):
         if model is not None:
             split_name(model)  # a typo should fail here, not at the first critique
+    generation = {role: given for role in ("student", "teacher") if (given := generation_options(args, role))}
     changes = (args.teacher, args.student, args.budget, args.max_items)
-    if all(v is None for v in changes):
+    if all(v is None for v in changes) and not generation:
         state = await store.library_state(args.library)
     else:
         state = await store.configure(
-            args.library, teacher=args.teacher, student=args.student, token_budget=args.budget, max_items=args.max_items
+            args.library,
+            teacher=args.teacher,
+            student=args.student,
+            token_budget=args.budget,
+            max_items=args.max_items,
+            generation=generation,
         )
     if args.json:
         return _print_json(state.model_dump(mode="json", exclude={"experiences", "next_experience"}))
+    sampling = [
+        f"{role} {settings.model_dump_json(exclude_none=True)}"
+        for role in ("student", "teacher")
+        if (settings := getattr(state.settings, role)).model_dump(exclude_none=True)
+    ]
     out.print(
         f"{state.name}: teacher {state.teacher_model or 'from TED_TEACHER'}, "
         f"student {state.student_model or 'from TED_STUDENT'}, "
-        f"budget {state.settings.token_budget} tokens / {state.settings.max_items} lessons",
+        f"budget {state.settings.token_budget} tokens / {state.settings.max_items} lessons"
+        + (f"; sampling: {', '.join(sampling)}" if sampling else ""),
         markup=False,
     )
 
@@ -310,6 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--student", help="the student model, provider:model (default: TED_STUDENT)")
     c.add_argument("--budget", type=int, help="token budget of the experience prompt (default 4000)")
     c.add_argument("--max-items", type=int, help="most lessons the library may hold (default 15)")
+    add_generation_options(c)
     s = command("costs", costs, "model calls, tokens and cost per role and model", json=True, library=False)
     s.add_argument("--library", help="only calls made for this library")
     s.add_argument("--job", help="only calls made by this distillation job")

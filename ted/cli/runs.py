@@ -1,8 +1,9 @@
 """`ted distill` and `ted eval`: the long runs, with a progress bar and a report at the end.
 
     ted distill --dataset train.jsonl --library gsm8k --student M --teacher M [--epochs 3 --rollouts 5]
+        [--student-max-tokens N --teacher-temperature T --student-seed S …] [--failure-share 0.5]
     ted distill --resume JOB [--max-cost 5]
-    ted eval --dataset test.jsonl --library gsm8k --student M [--samples 3]
+    ted eval --dataset test.jsonl --library gsm8k --student M [--samples 3] [--student-temperature T …]
 
 Both write report.json, report.md and report.png into `--report DIR` (default
 `ted-reports/<job or eval>`). A distillation is a job in the database like one started by
@@ -15,12 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ted.errors import InvalidInput
+from ted.errors import InvalidInput, invalid_input
 from ted.ledger import Ledger
-from ted.llm.base import Model
+from ted.llm.base import GenerationSettings, Model
 from ted.llm.registry import get_model
 from ted.runs import jobs
 from ted.runs.datasets import load_dataset
@@ -96,6 +98,8 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
             library=args.library,
             student=args.student,
             teacher=args.teacher,
+            student_settings=generation_options(args, "student"),
+            teacher_settings=generation_options(args, "teacher"),
             check_models=not args.estimate,
             field=_flag,
             epochs=args.epochs,
@@ -103,6 +107,7 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
             concurrency=args.concurrency,
             compression=args.compression,
             critique_all=args.critique_all,
+            failure_share=args.failure_share,
             max_cost_usd=args.max_cost,
             max_tokens=args.max_tokens,
         )
@@ -173,6 +178,7 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
                 dataset=str(data.path or data.name),
                 samples=args.samples,
                 concurrency=args.concurrency,
+                settings=state.generation_for("student", generation_options(args, "student")),
                 on_sample=tick,
             )
     directory = args.report or Path("ted-reports") / f"eval-{args.library}-v{report.library_version}"
@@ -189,6 +195,39 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
 def _flag(field: str) -> str:
     """A DistillParams field as the option that sets it."""
     return {"max_cost_usd": "--max-cost"}.get(field, "--" + field.replace("_", "-"))
+
+
+GENERATION_HELP = {
+    "max_tokens": "output tokens at most (default 16384)",
+    "temperature": "sampling temperature, 0-2",
+    "top_p": "nucleus sampling, 0-1",
+    "seed": "sampling seed (OpenAI and compatible servers; Anthropic has none)",
+}
+
+
+def add_generation_options(parser, roles: tuple[str, ...] = ("student", "teacher")) -> None:
+    """--student-max-tokens, --teacher-temperature, …: one option per role and generation setting."""
+    for role in roles:
+        for field in GenerationSettings.model_fields:
+            kind = int if field in ("max_tokens", "seed") else float
+            parser.add_argument(
+                f"--{role}-{field.replace('_', '-')}",
+                type=kind,
+                dest=f"{role}_{field}",
+                metavar="N",
+                help=f"the {role}'s {GENERATION_HELP[field]}",
+            )
+
+
+def generation_options(args, role: str) -> GenerationSettings | None:
+    """The role's generation settings given on the command line, or None."""
+    given = {f: v for f in GenerationSettings.model_fields if (v := getattr(args, f"{role}_{f}", None)) is not None}
+    if not given:
+        return None
+    try:
+        return GenerationSettings.model_validate(given)
+    except ValidationError as e:
+        raise invalid_input(e, "Invalid", field=lambda f: f"--{role}-{f.replace('_', '-')}") from None
 
 
 def add_commands(command) -> None:
@@ -208,6 +247,13 @@ def add_commands(command) -> None:
         help="teacher is the method; the others reproduce the paper's ablations",
     )
     d.add_argument("--critique-all", action="store_true", help="critique groups whose rollouts were all correct")
+    d.add_argument(
+        "--failure-share",
+        type=float,
+        default=1.0,
+        help="fail the job once this share of a batch's critiques could not be made (default 1: all of them)",
+    )
+    add_generation_options(d)
     d.add_argument("--limit", type=int, help="use only the first N problems")
     d.add_argument("--max-cost", type=float, help="stop cleanly once the job cost this many dollars")
     d.add_argument("--max-tokens", type=int, help="stop cleanly once the job used this many tokens")
@@ -222,4 +268,5 @@ def add_commands(command) -> None:
     e.add_argument("--samples", type=int, default=1, help="answers per problem and arm")
     e.add_argument("--limit", type=int, help="use only the first N problems")
     e.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    add_generation_options(e, ("student",))
     e.add_argument("--report", type=Path, help="folder for report.json/.md/.png")

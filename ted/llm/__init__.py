@@ -10,11 +10,22 @@ The adapters are imported on first use (importing the two SDKs takes over a seco
 
 from typing import TYPE_CHECKING, Any
 
-from ted.llm.base import Completion, ImagePart, Message, Model, OutputSchema, Part, TextPart, Usage
+from ted.llm.base import (
+    Completion,
+    GenerationSettings,
+    ImagePart,
+    Message,
+    Model,
+    OutputSchema,
+    Part,
+    TextPart,
+    Usage,
+)
+from ted.llm.capabilities import takes_images
 from ted.llm.provider import ModelSettings, StructuredOutput
 from ted.llm.registry import PROVIDERS, clear_model_cache, get_model
 from ted.llm.scripted import ScriptedModel, ScriptedRequest
-from ted.llm.structured import extract_json, output_schema, parse_reply, structured
+from ted.llm.structured import extract_json, output_schema, parse_reply, strict_schema, structured
 
 if TYPE_CHECKING:
     from ted.llm.anthropic import AnthropicModel
@@ -24,6 +35,7 @@ __all__ = [
     "PROVIDERS",
     "AnthropicModel",
     "Completion",
+    "GenerationSettings",
     "ImagePart",
     "Message",
     "Model",
@@ -41,7 +53,9 @@ __all__ = [
     "get_model",
     "output_schema",
     "parse_reply",
+    "strict_schema",
     "structured",
+    "takes_images",
 ]
 
 

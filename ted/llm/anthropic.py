@@ -1,9 +1,15 @@
 """Claude through the Anthropic Messages API (`anthropic.AsyncAnthropic`).
 
-Structured replies use tool use: one tool whose input schema is the reply's schema, and a
-tool_choice that forces it, so the reply arrives as the tool's (already parsed) input. A
-reply that ignores the tool falls back to its text, which `ted.llm.structured` then parses
-or repairs.
+Structured replies use tool use: one tool whose input schema is the reply's strict schema
+(passed through the SDK's own `transform_schema`), marked `strict` so the API enforces it, and a
+tool_choice that forces it, so the reply arrives as the tool's (already parsed) input. A reply
+that ignores the tool falls back to its text, which `ted.llm.structured` then parses or repairs.
+
+Images go as the documented `image` blocks: a `url` source for an http(s) URL, a `base64`
+source for inline data. Thinking blocks, when a reply has them, are kept as its reasoning.
+The API version this SDK speaks (2026-10-21) takes no sampling settings — temperature, top_p or
+seed are refused even at their defaults — so of the generation settings only max_tokens is sent
+(and recorded in the ledger).
 
 (This module is `ted.llm.anthropic`; `import anthropic` below is absolute, so it is the SDK.)
 """
@@ -13,7 +19,7 @@ from typing import Any, ClassVar
 
 import anthropic
 
-from ted.llm.base import Completion, ImagePart, Message, OutputSchema, Usage
+from ted.llm.base import Completion, GenerationSettings, ImagePart, Message, OutputSchema, Usage
 from ted.llm.provider import ProviderModel, StructuredOutput, join_system, schema_instructions
 
 
@@ -23,6 +29,7 @@ class AnthropicModel(ProviderModel):
     wire_format = "Anthropic Messages"
     sdk = anthropic
     structured_modes: ClassVar[tuple[StructuredOutput, ...]] = ("tool", "prompt")
+    sampling: ClassVar[tuple[str, ...]] = ()
 
     def _make_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -37,31 +44,34 @@ class AnthropicModel(ProviderModel):
         client: anthropic.AsyncAnthropic,
         messages: list[Message],
         system: str | None,
-        max_tokens: int,
         output: OutputSchema | None,
+        settings: GenerationSettings,
     ) -> Completion:
         params: dict[str, Any] = {}
         if output is not None and self.structured_output == "tool":
-            params["tools"] = [
-                {
-                    "name": output.name,
-                    "description": f"Give the reply as the input of this tool: one {output.name} object.",
-                    "input_schema": output.json_schema,
-                }
-            ]
+            tool = {
+                "name": output.name,
+                "description": f"Give the reply as the input of this tool: one {output.name} object.",
+                "input_schema": anthropic.transform_schema(output.json_schema),
+            }
+            if self.settings.strict_schemas:
+                tool["strict"] = True
+            params["tools"] = [tool]
             params["tool_choice"] = {"type": "tool", "name": output.name}
         elif output is not None:
             system = join_system(system, schema_instructions(output))
         if system:
             params["system"] = system
         response = await client.messages.create(
-            model=self.model, max_tokens=max_tokens, messages=[_message(m) for m in messages], **params
+            model=self.model, max_tokens=settings.output_tokens, messages=[_message(m) for m in messages], **params
         )
+        thinking = [block.thinking for block in response.content if block.type == "thinking"]
         return Completion(
             text=_reply_text(response, output),
             usage=_usage(response.usage),
             model=self.name,
             truncated=response.stop_reason == "max_tokens",
+            reasoning="\n\n".join(thinking) or None,
         )
 
 

@@ -4,8 +4,15 @@ format at another base URL: vLLM, Ollama, llama.cpp's server, OpenRouter.
 Compatible servers differ in how they take a schema, so `structured_output` picks one:
 `json_schema` (response_format with the schema; OpenAI, OpenRouter, vLLM, recent Ollama and
 llama.cpp), `json_object` (JSON mode plus the schema in the system prompt), or `prompt` (the
-schema in the system prompt only). `strict` stays off: strict mode rejects ordinary pydantic
-schemas (optional fields, defaults), and pydantic validates the reply anyway.
+schema in the system prompt only). The schema is strict (`ted.llm.structured.strict_schema`)
+and sent with `strict: true`, so OpenAI enforces it exactly; the SDK's own helper
+(`openai.pydantic_function_tool`) leaves pydantic's `oneOf` in place, which strict mode refuses,
+so the schema is made strict in one place for both providers instead.
+
+Images go as `image_url` parts, an http(s) URL as it is and inline data as a `data:` URL.
+A seed, temperature or top_p is sent only when set (reasoning models refuse the latter two).
+Reasoning a server returns apart from the reply (`reasoning_content` from vLLM and DeepSeek,
+`reasoning` from OpenRouter and Ollama) is kept.
 
 (This module is `ted.llm.openai`; `import openai` below is absolute, so it is the SDK.)
 """
@@ -15,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import openai
 
 from ted.errors import ModelError
-from ted.llm.base import Completion, ImagePart, Message, OutputSchema, Usage
+from ted.llm.base import Completion, GenerationSettings, ImagePart, Message, OutputSchema, Usage
 from ted.llm.provider import ModelSettings, ProviderModel, StructuredOutput, join_system, schema_instructions
 
 
@@ -56,14 +63,15 @@ class OpenAIModel(ProviderModel):
         client: openai.AsyncOpenAI,
         messages: list[Message],
         system: str | None,
-        max_tokens: int,
         output: OutputSchema | None,
+        settings: GenerationSettings,
     ) -> Completion:
-        params: dict[str, Any] = {self.max_tokens_param: max_tokens}
+        params: dict[str, Any] = {self.max_tokens_param: settings.output_tokens}
+        params |= {key: value for key in self.sampling if (value := getattr(settings, key)) is not None}
         if output is not None and self.structured_output == "json_schema":
             params["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": output.name, "schema": output.json_schema, "strict": False},
+                "json_schema": {"name": output.name, "schema": output.json_schema, "strict": self.settings.strict_schemas},
             }
         elif output is not None:
             system = join_system(system, schema_instructions(output))
@@ -81,12 +89,14 @@ class OpenAIModel(ProviderModel):
             )
         choice = choices[0]
         usage = getattr(response, "usage", None)
+        reasoning = getattr(choice.message, "reasoning_content", None) or getattr(choice.message, "reasoning", None)
         return Completion(
             text=choice.message.content or choice.message.refusal or "",
             # Not every compatible server reports usage; zeros then, rather than a failure.
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens) if usage else Usage(),
             model=self.name,
             truncated=choice.finish_reason == "length",
+            reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
         )
 
 

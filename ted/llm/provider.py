@@ -16,8 +16,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ted.errors import ConfigError, ModelError
-from ted.llm.base import Completion, Message, OutputSchema
+from ted.errors import ConfigError, ModelError, ModelRefused
+from ted.llm.base import SAMPLING, Completion, GenerationSettings, Message, OutputSchema
+from ted.llm.capabilities import check_messages
 
 StructuredOutput = Literal["auto", "tool", "json_schema", "json_object", "prompt"]
 
@@ -40,6 +41,11 @@ class ModelSettings(BaseModel):
         "`json_object` (OpenAI response_format), `prompt` (the schema in the system prompt, for servers that "
         "support none of these); `auto` picks tool use for Anthropic and json_schema otherwise.",
     )
+    strict_schemas: bool = Field(
+        True,
+        description="Ask the provider to enforce the reply schema exactly (OpenAI `strict: true`, Anthropic strict "
+        "tools); turn off for a model or server that refuses strict schemas.",
+    )
 
     @classmethod
     def from_env(cls) -> "ModelSettings":
@@ -58,6 +64,7 @@ ENV_SETTINGS = {
     "max_retries": "TED_MODEL_MAX_RETRIES",
     "max_concurrency": "TED_MODEL_MAX_CONCURRENCY",
     "structured_output": "TED_STRUCTURED_OUTPUT",
+    "strict_schemas": "TED_STRICT_SCHEMAS",
 }
 
 
@@ -82,6 +89,8 @@ class ProviderModel(ABC):
     wire_format: ClassVar[str]
     sdk: ClassVar[ModuleType]
     structured_modes: ClassVar[tuple[StructuredOutput, ...]]
+    sampling: ClassVar[tuple[str, ...]] = SAMPLING
+    """The sampling settings (of temperature, top_p, seed) the provider's API takes; others are not sent."""
 
     def __init__(
         self,
@@ -120,7 +129,12 @@ class ProviderModel(ABC):
 
     @abstractmethod
     async def _call(
-        self, client: Any, messages: list[Message], system: str | None, max_tokens: int, output: OutputSchema | None
+        self,
+        client: Any,
+        messages: list[Message],
+        system: str | None,
+        output: OutputSchema | None,
+        settings: GenerationSettings,
     ) -> Completion: ...
 
     def _bound(self) -> tuple[Any, asyncio.Semaphore]:
@@ -137,13 +151,15 @@ class ProviderModel(ABC):
         messages: Sequence[Message],
         *,
         system: str | None = None,
-        max_tokens: int = 4096,
         output: OutputSchema | None = None,
+        settings: GenerationSettings | None = None,
     ) -> Completion:
+        check_messages(self.name, messages)
         client, semaphore = self._bound()
         async with semaphore:
             try:
-                return await self._call(client, list(messages), system, max_tokens, output)
+                sent = (settings or GenerationSettings()).keep(self.sampling)
+                return await self._call(client, list(messages), system, output, sent)
             except self.sdk.APIError as e:
                 raise self._translate(e) from e
             except json.JSONDecodeError as e:
@@ -182,7 +198,7 @@ class ProviderModel(ABC):
             )
         if isinstance(e, (sdk.AuthenticationError, sdk.PermissionDeniedError)):
             key = f"the {self.key_env} environment variable" if self.key_env else "the api_key setting"
-            return ModelError(
+            return ModelRefused(
                 f"{self.name}: {self.base_url} refused the API key (HTTP {e.status_code}: {_api_message(e)}). "
                 f"Set {key} to a valid key with access to {self.model!r}; an api_key setting wins over it."
             )
@@ -192,19 +208,20 @@ class ProviderModel(ABC):
                 "Lower max_concurrency, raise max_retries, or wait and resume the job."
             )
         if isinstance(e, sdk.NotFoundError):
-            return ModelError(
+            return ModelRefused(
                 f"{self.name}: {self.base_url} has no model {self.model!r} or no such endpoint "
                 f"(HTTP 404: {_api_message(e)}). Check the model name and {self._where}."
             )
-        if isinstance(e, sdk.APIStatusError) and e.status_code >= 500:
+        if isinstance(e, sdk.APIStatusError) and (e.status_code >= 500 or e.status_code in (408, 409)):
             return ModelError(
                 f"{self.name}: the provider failed with HTTP {e.status_code} {tries}: {_api_message(e)}. "
                 "It is likely overloaded or down: try again later, or raise max_retries."
             )
         if isinstance(e, sdk.APIStatusError):
-            return ModelError(
+            return ModelRefused(
                 f"{self.name}: the request was rejected (HTTP {e.status_code}): {_api_message(e)}. "
-                "Check the model name, max_tokens and the structured_output setting for this provider."
+                "Check the model name, the generation settings (max_tokens, temperature, top_p) and the "
+                "structured_output and strict_schemas settings for this provider."
             )
         return ModelError(
             f"{self.name}: {self.base_url} answered with something the {self.provider} SDK cannot read "

@@ -7,7 +7,12 @@ TestModel and FunctionModel) so users can test code built on ted the way we do.
 
 It records every request, counts calls, reports usage with the same tokenizer the library
 budgets use, and raises exceptions where the script says so — in the list, or by call number
-with `errors={2: ModelError(...)}`.
+with `errors={2: ModelError(...)}`. Like the provider adapters it refuses, before answering, to
+take images under a name `ted.llm.capabilities` knows as text-only.
+
+A function script is called with `(messages, system, output)`: a double that answers by the
+step it is asked for reads `output.name` (the reply schema's name) and the schema itself (its
+required labels, its enums of lesson ids), never the prompt's wording.
 """
 
 import asyncio
@@ -18,7 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ted.llm.base import Completion, Message, OutputSchema, Usage
+from ted.llm.base import Completion, GenerationSettings, Message, OutputSchema, Usage
+from ted.llm.capabilities import check_messages
 from ted.tokens import count_tokens
 
 Answer = str | Completion
@@ -28,8 +34,8 @@ ReplyFunction = Callable[[list[Message], str | None, OutputSchema | None], Answe
 class ScriptedRequest(BaseModel):
     messages: list[Message]
     system: str | None
-    max_tokens: int
     output: OutputSchema | None
+    settings: GenerationSettings
 
 
 class ScriptedModel:
@@ -60,10 +66,13 @@ class ScriptedModel:
         messages: Sequence[Message],
         *,
         system: str | None = None,
-        max_tokens: int = 4096,
         output: OutputSchema | None = None,
+        settings: GenerationSettings | None = None,
     ) -> Completion:
-        request = ScriptedRequest(messages=list(messages), system=system, max_tokens=max_tokens, output=output)
+        check_messages(self.name, messages)
+        request = ScriptedRequest(
+            messages=list(messages), system=system, output=output, settings=settings or GenerationSettings()
+        )
         self.requests.append(request)
         number = len(self.requests)
         if self.delay:
@@ -97,8 +106,8 @@ class ScriptedModel:
 
 
 def example_for_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
-    """A small value that validates against a pydantic-made JSON schema: every property, the
-    first choice of each union, the fewest array items allowed. Patterns are not honoured."""
+    """A small value that validates against a JSON schema: every property, the first choice of
+    each union and enum, the fewest array items allowed. Patterns are not honoured."""
     root = root or schema
     if "$ref" in schema:
         target: Any = root

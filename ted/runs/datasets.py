@@ -11,10 +11,11 @@ What a user can rely on:
   names each bad line (or `items[i]`) and what is wrong with it, up to ten at a time, so one
   pass of edits fixes a file. Blank lines are skipped.
 - **Ids.** `id` (or `unique_id`, MATH's name), a string or integer without spaces. A record
-  without one gets `task_id_for(question)`, the id `get_experiences`/`record_attempt` give the
-  same task text: it survives reordering, filtering and `offset`/`limit` (a line number would
-  not), and an agent's hand-recorded attempts at that task group with the batch's. Two
-  records with one id (or, without ids, one question) are refused with both places named.
+  without one gets its task's id (`ted.tasks.task_id_for`: its question and its images' bytes),
+  the id `record_attempt` gives the same task: it survives reordering, filtering and
+  `offset`/`limit` (a line number would not), and an agent's hand-recorded attempts at that
+  task group with the batch's. Two records with one id (or, without ids, one question and the
+  same images) are refused with both places named.
 - **Answers.** `answer`, or `target` (BIG-Bench), `final_answer`, `ground_truth`; strings and
   numbers. A `solution` is never taken for the answer: a worked solution is not a final
   answer and grading against one fails. GSM8K's original shape, an `answer` ending in a
@@ -26,8 +27,9 @@ What a user can rely on:
   side only. Whoever builds a student prompt from a `Problem` cannot leak one by accident.
 - **Images.** `images` (a list) or `image` (one). URLs (`http(s)://`, `data:`) pass through
   unchanged; paths (and `file://` URLs) are resolved against the dataset file's folder, or
-  against `base_dir` for inline items, and must name an existing file. `Problem.images`
-  holds absolute paths and URLs only.
+  against `base_dir` for inline items. Every image is read once here (`ted.images.read_image`:
+  a PNG, JPEG, GIF or WebP within the size cap), so a bad one is refused with its line.
+  `Problem.images` holds absolute paths and URLs only.
 - **Other fields** (`task`, `subject`, `level`, `source`, …) are kept in `Problem.meta` for
   reports and grouping. They are data about the problem, not part of its text.
 
@@ -48,11 +50,12 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from ted.errors import InvalidInput, NotFound
+from ted.images import MAX_IMAGES, read_image
+from ted.llm.base import ImagePart
 from ted.store.records import MAX_ANSWER_CHARS, TaskId, TaskText
 from ted.tasks import task_id_for
 
 MAX_INLINE_ITEMS = 10_000
-MAX_IMAGES_PER_PROBLEM = 32
 MAX_ERRORS_SHOWN = 10
 
 # Each field's accepted names, in order of preference. Two names of one field in one record
@@ -89,7 +92,7 @@ class Dataset(BaseModel):
     path: str | None = Field(description="Absolute path of the file; null for inline items.")
     fingerprint: str = Field(
         description="SHA-256 of the file's bytes (of the items as canonical JSON when inline), so a resumed job "
-        "can tell that its dataset changed. Image files are not hashed."
+        "can tell that its dataset changed. Image files are not hashed here (a problem's task id covers them)."
     )
     total: int = Field(description="Problems in the source, before offset and limit.")
     offset: int
@@ -293,9 +296,10 @@ def _problem(record: Any, base: Path | None, relative_hint: str | None) -> tuple
         if _THOUSANDS.match(answer):
             answer = answer.replace(",", "")
 
+    images = _images(record, base, relative_hint)
     id_field, given_id = _one_of(record, ID_FIELDS)
     if given_id is None:
-        problem_id, derived = task_id_for(question), True
+        problem_id, derived = task_id_for(question, [image for _, image in images]), True
     elif isinstance(given_id, bool) or not isinstance(given_id, (str, int)):
         raise _Bad(f"`{id_field}` must be text or a whole number, got {type(given_id).__name__}.")
     else:
@@ -303,6 +307,17 @@ def _problem(record: Any, base: Path | None, relative_hint: str | None) -> tuple
         if not problem_id or re.search(r"\s", problem_id):
             raise _Bad(f"`{id_field}` {problem_id!r} is empty or has whitespace; ids become task ids, which have none.")
 
+    used = {question_field, answer_field, solution_field, id_field, *IMAGE_FIELDS}
+    meta = {k: v for k, v in record.items() if k not in used}
+    try:
+        problem = Problem(id=problem_id, question=question, answer=answer, images=[r for r, _ in images], meta=meta)
+    except ValidationError as e:
+        raise _Bad("; ".join(f"`{'.'.join(map(str, err['loc']))}`: {err['msg']}" for err in e.errors())) from None
+    return problem, solution, derived
+
+
+def _images(record: dict[str, Any], base: Path | None, relative_hint: str | None) -> list[tuple[str, ImagePart]]:
+    """The record's images, each resolved (a path made absolute) and read."""
     image_field, images = _one_of(record, IMAGE_FIELDS)
     if images is None:
         images = []
@@ -310,17 +325,13 @@ def _problem(record: Any, base: Path | None, relative_hint: str | None) -> tuple
         images = [images]
     if not isinstance(images, list) or not all(isinstance(i, str) and i.strip() for i in images):
         raise _Bad(f"`{image_field}` must be a list of paths or URLs (non-empty strings).")
-    if len(images) > MAX_IMAGES_PER_PROBLEM:
-        raise _Bad(f"has {len(images)} images, over the limit of {MAX_IMAGES_PER_PROBLEM} per problem.")
+    if len(images) > MAX_IMAGES:
+        raise _Bad(f"has {len(images)} images, over the limit of {MAX_IMAGES} per problem.")
     resolved = [_image(i.strip(), base, relative_hint) for i in images]
-
-    used = {question_field, answer_field, solution_field, id_field, image_field}
-    meta = {k: v for k, v in record.items() if k not in used}
     try:
-        problem = Problem(id=problem_id, question=question, answer=answer, images=resolved, meta=meta)
-    except ValidationError as e:
-        raise _Bad("; ".join(f"`{'.'.join(map(str, err['loc']))}`: {err['msg']}" for err in e.errors())) from None
-    return problem, solution, derived
+        return [(ref, read_image(ref)) for ref in resolved]
+    except InvalidInput as e:
+        raise _Bad(str(e)[:1].lower() + str(e)[1:]) from None
 
 
 def _image(ref: str, base: Path | None, relative_hint: str | None) -> str:

@@ -2,16 +2,23 @@
 
 For each epoch, problems run in mini-batches of `concurrency`. Within a batch, every problem
 goes through its steps concurrently: the student's `rollouts` attempts (in parallel), then,
-unless every rollout was right, the teacher's solution (cached per problem and teacher),
-the chains of the attempts, and the teacher's proposed operations — all made against the
-library as it stood when the batch began. The batch's operations are then validated in
-problem order against the library as it is now, as each problem leaves it (an operation on a
-lesson an earlier problem of the batch deleted is dropped and reported); if they would leave
-it over budget its compression is planned (the teacher called) before anything is written.
-The batch is then written as ONE version together with its critique records and the job's
-cursor, and the compression right after as its own version, so the next batch (and the
-epoch's figures) always see a library within budget. `concurrency=1` is the paper's strict
-sequential order.
+unless every rollout was right, the teacher's solution (made without the ground truth, cached
+per problem and teacher, and made again knowing the answer when it was wrong), the chains of
+the attempts and the reference, and the teacher's diagnoses and proposed operations — all made
+against the library as it stood when the batch began. The batch's operations are then validated
+in problem order against the library as each problem leaves it: an operation on a lesson an
+earlier problem of the batch already changed is a conflict, dropped and reported, and the first
+change stands. If they would leave the library over budget its compression is planned (the
+teacher called) before anything is written, and the batch, its compression, its critique
+records and the job's cursor are written as ONE version: no version, and no epoch's figures,
+ever see a library over budget. `concurrency=1` is the paper's strict sequential order.
+
+One problem's unusable teacher reply (after its repair), or a teacher call that failed past the
+SDK's retries, fails that problem's critique only: it is recorded (problem, step, error) in the
+epoch's figures and the batch goes on. An unusable compression plan falls back to compression
+by priority, recorded the same way. The job fails when `failure_share` of one batch's critiques
+failed (by default all of them), or at once on a call no retry can fix (`ModelRefused`: the
+key, the model name) and on a student call that failed: its batch is then not applied.
 
 Resuming after a crash repeats no paid call: attempts are stored per (job, epoch, problem,
 rollout), teacher solutions and chains are cached, and every call a job makes is keyed in the
@@ -22,24 +29,26 @@ half of one in the library.
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
+import anyio.to_thread
 from pydantic import BaseModel
 
 from ted.citations import cited_ids
-from ted.errors import Conflict, InvalidReply, TedError
-from ted.ledger import Ledger
+from ted.errors import Conflict, InvalidReply, ModelError, ModelRefused, TedError
+from ted.ledger import Ledger, Role
 from ted.llm.base import Model
+from ted.llm.capabilities import require_images
 from ted.prompts import experience_prompt
 from ted.runs import jobs
 from ted.runs.datasets import Problem
-from ted.runs.jobs import DistillParams, EpochProgress, Job
-from ted.runs.student import answer
+from ted.runs.jobs import DistillParams, EpochProgress, Job, StepFailure
+from ted.runs.student import answer, read_tasks
 from ted.store import Store
 from ted.store.records import AttemptRecord, LibraryState, NewAttempt, Operation
-from ted.tasks import task_id_for
-from ted.teacher.compression import CompressionPlanned, Simulation, plan_compression
+from ted.tasks import Task
+from ted.teacher.compression import CompressionPlanned, Simulation, fallback, plan_compression, write_change
 from ted.teacher.critique import chains_for, critique_reply, record_critique, solve, validate_critique
 from ted.teacher.replies import CritiqueReply
 
@@ -54,6 +63,11 @@ class Proposal(BaseModel):
     problem: Problem
     attempts: list[AttemptRecord]
     reply: CritiqueReply | None = None
+    failure: StepFailure | None = None
+
+
+class BatchFailed(ModelError):
+    """Too many of one batch's critiques could not be made: the job fails, the batch unapplied."""
 
 
 @dataclass
@@ -63,15 +77,25 @@ class Distillation:
     job: Job
     student: Model
     teacher: Model
+    tasks: dict[str, Task]
+    solutions: dict[str, str] = field(default_factory=dict)
     on_progress: Progress | None = None
 
     @property
     def params(self) -> DistillParams:
         return self.job.params
 
-    def _bind(self, model: Model, role, problem: Problem | None, key: str):
-        task_id = task_id_for(problem.question) if problem else None
-        return self.ledger.bind(model, role, library=self.params.library, task_id=task_id, job_id=self.job.id, key=key)
+    def _bind(self, role: Role, problem: Problem | None, key: str) -> Model:
+        student = role == "student"
+        return self.ledger.bind(
+            self.student if student else self.teacher,
+            role,
+            library=self.params.library,
+            task_id=self.tasks[problem.id].id if problem else None,
+            job_id=self.job.id,
+            key=key,
+            settings=self.params.student_settings if student else self.params.teacher_settings,
+        )
 
     async def run(self, problems: list[Problem], stop: StopCheck | None = None) -> Ending:
         """Run the job's remaining batches; returns how it ended: done, or the reason `stop` gave."""
@@ -81,8 +105,7 @@ class Distillation:
         first_epoch, first_batch = self.job.epoch, self.job.batch
         if stop is not None and (ending := await stop()) is not None:
             return ending
-        # A batch is compressed as it is applied; this catches a library that a crash left between
-        # those two writes, or one over budget before the job began.
+        # A library over budget before the job began (its budget lowered since) is compressed first.
         await self._compress_alone(max(first_epoch - (first_batch == 0), 0), stats)
         for epoch in range(first_epoch, self.params.epochs):
             for index in range(first_batch if epoch == first_epoch else 0, len(batches)):
@@ -92,7 +115,6 @@ class Distillation:
                 if self.on_progress:
                     self.job = await jobs.get(self.store, self.job.id)
                     await self.on_progress(self.job)
-        await self._compress_alone(self.params.epochs - 1, stats)  # only if a compression lost a race
         return "done", None
 
     async def _batch(self, epoch: int, index: int, batches: list[list[Problem]], stats: Stats) -> None:
@@ -110,9 +132,11 @@ class Distillation:
         # The cursor after this batch: the next one, or the first of the next epoch.
         cursor = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
         done = epoch * sum(map(len, batches)) + sum(map(len, batches[: index + 1]))
+        made = [p for p in proposals if p]
+        self._check_failures(made, epoch, index)
         for tries_left in (2, 1, 0):
             try:
-                return await self._apply(epoch, index, [p for p in proposals if p], stats, cursor, done)
+                return await self._apply(epoch, index, made, stats, cursor, done)
             except Conflict:
                 # Another client changed the library while the batch ran (a paid-for batch is not
                 # thrown away for that): validate its operations again, against the library now.
@@ -123,43 +147,46 @@ class Distillation:
         attempts = await self._rollouts(epoch, problem, prompt)
         if all(a.correct for a in attempts) and not self.params.critique_all:
             return Proposal(problem=problem, attempts=attempts)
-        tag = f"e{epoch}/{problem.id}"
-        solution = await solve(
-            # The key names the problem: replies are looked up by (job, key) alone, so a bare "solve"
-            # would hand the first problem's solution to every later one.
-            self.store,
-            self._bind(self.teacher, "teacher-solve", problem, f"{problem.id}/solve"),
-            problem.question,
-            problem.answer,
-        )
-        async with self._unless_unusable(f"{tag}/summarise"):
-            chains, teacher_chain = await chains_for(
-                self.store,
-                self._bind(self.teacher, "summarise", problem, f"{tag}/summarise"),
-                problem.question,
-                attempts,
-                solution,
-            )
-        async with self._unless_unusable(f"{tag}/critique"):
-            reply = await critique_reply(
-                self._bind(self.teacher, "critique", problem, f"{tag}/critique"),
-                problem.question,
-                problem.answer,
-                teacher_chain,
-                attempts,
-                chains,
-                state,
-            )
+        task, tag = self.tasks[problem.id], f"e{epoch}/{problem.id}"
+        step: Role = "teacher-solve"
+        # The solve keys name the problem, not the epoch: a solution is made once per problem.
+        first, again = f"{problem.id}/solve", f"{problem.id}/solve-again"
+        try:
+            async with self._unless_unusable(first, again):
+                solution = await solve(
+                    self.store,
+                    self._bind(step, problem, first),
+                    task,
+                    problem.answer,
+                    self.solutions.get(problem.id),
+                    again=self._bind(step, problem, again),
+                )
+            step = "summarise"
+            async with self._unless_unusable(key := f"{tag}/{step}"):
+                chains, reference = await chains_for(
+                    self.store, self._bind(step, problem, key), task, attempts, solution
+                )
+            step = "critique"
+            async with self._unless_unusable(key := f"{tag}/{step}"):
+                reply = await critique_reply(
+                    self._bind(step, problem, key), task, solution.note(problem.answer), reference, attempts, chains, state
+                )
+        except ModelRefused:
+            raise
+        except ModelError as e:  # this problem's critique fails; the batch goes on
+            failure = StepFailure(problem_id=problem.id, step=step, error=str(e))
+            return Proposal(problem=problem, attempts=attempts, failure=failure)
         return Proposal(problem=problem, attempts=attempts, reply=reply)
 
     async def _rollouts(self, epoch: int, problem: Problem, prompt: str) -> list[AttemptRecord]:
         stored = {a.rollout: a for a in await self.store.job_attempts(self.job.id, epoch, problem.id)}
+        task = self.tasks[problem.id]
 
         async def attempt(rollout: int) -> None:
-            model = self._bind(self.student, "student", problem, f"e{epoch}/{problem.id}/r{rollout}")
-            reply = await answer(model, problem, prompt, max_tokens=self.params.student_max_tokens)
+            model = self._bind("student", problem, f"e{epoch}/{problem.id}/r{rollout}")
+            reply = await answer(model, task, problem.answer, prompt)
             attempt = NewAttempt(
-                task_id=task_id_for(problem.question),
+                task_id=task.id,
                 task=problem.question,
                 images=list(problem.images),
                 trajectory=reply.text,
@@ -183,48 +210,74 @@ class Distillation:
             stored = {a.rollout: a for a in await self.store.job_attempts(self.job.id, epoch, problem.id)}
         return [stored[r] for r in range(self.params.rollouts)]
 
-    async def _apply(
-        self, epoch: int, index: int, proposals: list[Proposal], stats: Stats, cursor: tuple[int, int], done: int
-    ) -> None:
-        """Validate the batch's operations in problem order against the library as it is now, plan
-        its compression if that leaves it over budget, then write both."""
-        state = await self.store.library_state(self.params.library)
+    def _check_failures(self, proposals: list[Proposal], epoch: int, index: int) -> None:
+        """Fail the job, before anything of the batch is written, once too many of its critiques failed."""
+        critiqued = [p for p in proposals if p.reply is not None or p.failure is not None]
+        failed = [p.failure for p in proposals if p.failure is not None]
+        if not failed or len(failed) < self.params.failure_share * len(critiqued):
+            return
+        first = failed[0]
+        raise BatchFailed(
+            f"{len(failed)} of the {len(critiqued)} critiques of batch {index + 1} in epoch {epoch + 1} could not be "
+            f"made (the job fails at a share of {self.params.failure_share:g}); the first, problem "
+            f"{first.problem_id} at {first.step}: {first.error} The batch was not applied: resume the job once the "
+            "teacher answers again (no paid call is repeated)."
+        )
+
+    def _validate(
+        self, epoch: int, state: LibraryState, proposals: list[Proposal], epoch_stats: EpochProgress
+    ) -> tuple[Simulation, list[Operation], list[tuple[str, Proposal, list]]]:
+        """The batch's operations, validated in problem order against the library as each earlier
+        problem leaves it; the critiques to record; the epoch's figures updated."""
         simulation = Simulation(state)  # the library as each problem's operations leave it, new ids included
-        epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy()
         operations: list[Operation] = []
         critiques: list[tuple[str, Proposal, list]] = []
+        claimed: dict[str, str] = {}  # lesson id → the critique of this batch that changed it first
         for proposal in proposals:
             epoch_stats.attempts += len(proposal.attempts)
             epoch_stats.correct += sum(bool(a.correct) for a in proposal.attempts)
             epoch_stats.all_correct_groups += all(a.correct for a in proposal.attempts)
+            if proposal.failure is not None:
+                epoch_stats.failures.append(proposal.failure)
             if proposal.reply is None:
                 continue
+            task = self.tasks[proposal.problem.id]
             critique_id = f"{self.job.id[4:]}.{epoch}.{proposal.problem.id}"
-            attempt_ids = [a.id for a in proposal.attempts]
             provenance = {
                 "source": "distill",
                 "job_id": self.job.id,
                 "epoch": epoch,
                 "critique_id": critique_id,
-                "task_id": task_id_for(proposal.problem.question),
-                "attempt_ids": attempt_ids,
+                "task_id": task.id,
+                "attempt_ids": [a.id for a in proposal.attempts],
                 "teacher": self.teacher.name,
             }
-            sources = [proposal.problem.question, *(a.trajectory for a in proposal.attempts)]
-            active = {item.id: item.text for item in simulation.items}  # what earlier problems left
-            ops, rejected = validate_critique(proposal.reply, active, sources, provenance)
+            sources = [task.text, *(a.trajectory for a in proposal.attempts)]
+            active = {item.id: item.text for item in simulation.items}
+            ops, rejected = validate_critique(proposal.reply, active, sources, provenance, claimed)
             for op in ops:
-                simulation.apply(op)
-            operations += ops
+                operations.append(simulation.apply(op))
+                if op.op in ("rewrite", "delete"):
+                    claimed[op.id] = critique_id
             critiques.append((critique_id, proposal, rejected))
             epoch_stats.critiques += 1
             epoch_stats.operations += len(ops)
             epoch_stats.rejected += len(rejected)
+            epoch_stats.conflicts += sum(r.conflict_with is not None for r in rejected)
+        return simulation, operations, critiques
+
+    async def _apply(
+        self, epoch: int, index: int, proposals: list[Proposal], stats: Stats, cursor: tuple[int, int], done: int
+    ) -> None:
+        """Validate the batch's operations, plan the compression they make necessary, then write
+        both as one version with the critique records and the job's cursor."""
+        state = await self.store.library_state(self.params.library)
+        epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy(deep=True)
+        simulation, operations, critiques = self._validate(epoch, state, proposals, epoch_stats)
+        # Planned before anything is written, so the batch and its compression are one version.
         after = simulation.result() if operations else state
-        epoch_stats.items, epoch_stats.tokens = len(simulation.items), simulation.tokens
-        epoch_stats.version = after.version
-        # Planned before anything is written, so the batch and its compression are written together.
-        planned = await self._plan_compression(after, f"e{epoch}/b{index}/compress/v{state.version}")
+        planned = await self._plan_compression(after, f"e{epoch}/b{index}/compress/v{state.version}", epoch_stats)
+        self._library_figures(epoch_stats, state, simulation, operations, planned)
 
         async def record(db, version: int | None) -> None:
             for critique_id, proposal, rejected in critiques:
@@ -232,7 +285,7 @@ class Distillation:
                     db,
                     self.params.library,
                     critique_id,
-                    task_id_for(proposal.problem.question),
+                    self.tasks[proposal.problem.id].id,
                     self.teacher.name,
                     [a.id for a in proposal.attempts],
                     version,
@@ -244,65 +297,79 @@ class Distillation:
                 db, self.job.id, epoch=cursor[0], batch=cursor[1], done=done, stats=_listed(stats, epoch_stats)
             )
 
-        # Shielded: a cancel or a reached cap lands before the batch or after its compression,
-        # never in between (the writes take milliseconds).
+        # Shielded: a cancel or a reached cap lands before the batch is written or after, never during.
         with anyio.CancelScope(shield=True):
-            if operations:
-                reason = f"{self.job.id}: epoch {epoch + 1}, batch {index + 1} ({len(critiques)} critiques)"
-                await self.store.apply(
-                    self.params.library, operations, "critique", reason, expected_version=state.version, also=record
-                )
-            else:
-                async with self.store.transaction() as db:
-                    await record(db, None)
+            reason = f"{self.job.id}: epoch {epoch + 1}, batch {index + 1} ({len(critiques)} critiques)"
+            await write_change(
+                self.store, state, operations, planned, reason, record, over_budget_ok=self.params.compression == "none"
+            )
             stats[epoch] = epoch_stats
-            if planned is not None:
-                await self._write_compression(planned, epoch, stats)
 
-    async def _plan_compression(self, state: LibraryState, key: str) -> CompressionPlanned | None:
-        """A compression of `state` (written or simulated) if it is over budget and the job compresses."""
+    def _library_figures(
+        self,
+        epoch_stats: EpochProgress,
+        state: LibraryState,
+        simulation: Simulation,
+        operations: list[Operation],
+        planned: CompressionPlanned | None,
+    ) -> None:
+        """The library's size and version once the batch (and its compression) is written."""
+        compressing = planned is not None and bool(planned.operations)
+        if compressing:
+            result = planned.result(dry_run=True)
+            epoch_stats.items, epoch_stats.tokens = result.items_after, result.tokens_after
+            epoch_stats.compressions += 1
+        else:
+            epoch_stats.items, epoch_stats.tokens = len(simulation.items), simulation.tokens
+        epoch_stats.version = state.version + (bool(operations) or compressing)
+
+    async def _plan_compression(
+        self, state: LibraryState, key: str, epoch_stats: EpochProgress
+    ) -> CompressionPlanned | None:
+        """A compression of `state` (written or simulated) if it is over budget and the job compresses;
+        by priority alone, with the failure recorded, when the teacher's plan cannot be had."""
         if self.params.compression == "none" or not Simulation(state).over_budget:
             return None
         # Keyed by batch and version: a resumed job compressing the same library reuses the reply.
-        teacher = self._bind(self.teacher, "compress", None, key) if self.params.compression == "teacher" else None
-        async with self._unless_unusable(key):
-            return await plan_compression(
-                state, strategy=self.params.compression, teacher=teacher, seed=self.params.seed
-            )
+        teacher = self._bind("compress", None, key) if self.params.compression == "teacher" else None
+        try:
+            async with self._unless_unusable(key):
+                return await plan_compression(
+                    state, strategy=self.params.compression, teacher=teacher, seed=self.params.seed
+                )
+        except ModelRefused:
+            raise
+        except ModelError as e:
+            epoch_stats.failures.append(StepFailure(problem_id=None, step="compress", error=str(e)))
+            return fallback(state, str(e))
 
-    async def _write_compression(self, planned: CompressionPlanned, epoch: int, stats: Stats) -> None:
-        """Apply a compression as its own version (so it can be rolled back), with the epoch's new size."""
-        if not planned.operations:
+    async def _compress_alone(self, epoch: int, stats: Stats) -> None:
+        """Compress the library as it stands, if it is over budget; the figures go to `epoch`."""
+        state = await self.store.library_state(self.params.library)
+        epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy(deep=True)
+        planned = await self._plan_compression(state, f"compress/v{state.version}", epoch_stats)
+        if planned is None or not planned.operations:
             return
-        result = planned.result(dry_run=False)
-        epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy()
-        epoch_stats.compressions += 1
-        epoch_stats.items, epoch_stats.tokens = result.items_after, result.tokens_after
-        epoch_stats.version = planned.state.version + 1
+        self._library_figures(epoch_stats, state, Simulation(state), [], planned)
 
-        async def record(db, version: int) -> None:
+        async def record(db, version: int | None) -> None:
             await jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
 
         try:
-            await planned.apply(self.store, also=record)
+            await write_change(self.store, state, [], planned, f"{self.job.id}: the library was over budget", record)
         except Conflict:
-            return  # another client changed the library since it was read: the next check compresses that
+            return  # another client changed the library since it was read: the next batch compresses that
         stats[epoch] = epoch_stats
 
-    async def _compress_alone(self, epoch: int, stats: Stats) -> None:
-        """Compress the library as it stands, if it is over budget; the stats go to `epoch`."""
-        state = await self.store.library_state(self.params.library)
-        if (planned := await self._plan_compression(state, f"compress/v{state.version}")) is not None:
-            await self._write_compression(planned, epoch, stats)
-
     @asynccontextmanager
-    async def _unless_unusable(self, key: str) -> AsyncIterator[None]:
+    async def _unless_unusable(self, *keys: str) -> AsyncIterator[None]:
         """A step whose reply, if unusable even after its repair, is not replayed when the job resumes."""
         try:
             yield
         except InvalidReply:
             with anyio.CancelScope(shield=True):  # a sibling's failure may be cancelling this task
-                await self.ledger.forget(self.job.id, key)
+                for key in keys:
+                    await self.ledger.forget(self.job.id, key)
             raise
 
 
@@ -326,12 +393,16 @@ async def run_job(
     """
     owner = owner or jobs.this_process()
     job = await jobs.claim(store, job_id, owner)
-    problems = await jobs.problems(store, job_id)
+    problems, solutions = await jobs.problems(store, job_id)
     ending: tuple[jobs.JobState, str | None] = ("done", None)
     try:
-        distillation = Distillation(
-            store, ledger, job, models(job.params.student), models(job.params.teacher), on_progress
-        )
+        student, teacher = models(job.params.student), models(job.params.teacher)
+        await jobs.record_config(store, job_id, jobs.endpoints(student, teacher))
+        tasks = await anyio.to_thread.run_sync(read_tasks, problems)
+        if any(task.images for task in tasks.values()):  # refused before any call
+            for model in (student, teacher):
+                require_images(model.name, f"job {job_id}'s dataset")
+        distillation = Distillation(store, ledger, job, student, teacher, tasks, solutions, on_progress)
         await store.ensure_library(job.params.library)
         async with anyio.create_task_group() as tg:
 

@@ -11,15 +11,16 @@ import uuid
 from collections.abc import Callable
 
 import anyio
+import anyio.to_thread
 
-from ted.errors import InvalidInput, ModelError
+from ted.errors import InvalidInput, ModelError, ModelRefused
 from ted.ledger import Ledger
-from ted.llm.base import Model
+from ted.llm.base import GenerationSettings, Model
+from ted.llm.capabilities import require_images
 from ted.runs.datasets import Problem
 from ted.runs.report import EvalReport, PairedOutcome, evaluation_report
-from ted.runs.student import answer
+from ted.runs.student import answer, read_tasks
 from ted.store import Store
-from ted.tasks import task_id_for
 
 Tick = Callable[[bool], None]
 
@@ -34,14 +35,18 @@ async def evaluate(
     dataset: str,
     samples: int = 1,
     concurrency: int = 8,
-    max_tokens: int = 4096,
+    settings: GenerationSettings | None = None,
     seed: int = 0,
     on_sample: Tick | None = None,
 ) -> EvalReport:
-    """Grade `samples` answers per problem and arm; a failed call counts as a wrong answer."""
+    """Grade `samples` answers per problem and arm; a failed call counts as a wrong answer, except
+    one no retry can fix (a refused key, an unknown model), which ends the evaluation."""
     for name, value in (("samples", samples), ("concurrency", concurrency)):
         if value < 1:
             raise InvalidInput(f"{name} must be at least 1 (it was {value}).")
+    tasks = await anyio.to_thread.run_sync(read_tasks, problems)
+    if any(task.images for task in tasks.values()):
+        require_images(student.name, "this dataset")
     prompt = await store.experience_prompt(library)
     eval_id = "eval-" + uuid.uuid4().hex[:12]
     limiter = anyio.CapacityLimiter(concurrency)
@@ -50,12 +55,13 @@ async def evaluate(
     failures: list[ModelError] = []
 
     async def sample(problem: Problem, arm: str, k: int) -> None:
+        task = tasks[problem.id]
         async with limiter:
-            model = ledger.bind(
-                student, "student", library=library, task_id=task_id_for(problem.question), job_id=eval_id
-            )
+            model = ledger.bind(student, "student", library=library, task_id=task.id, job_id=eval_id, settings=settings)
             try:
-                correct = (await answer(model, problem, arms[arm], max_tokens=max_tokens)).grade.correct
+                correct = (await answer(model, task, problem.answer, arms[arm])).grade.correct
+            except ModelRefused:
+                raise
             except ModelError as e:
                 # Counted wrong, not dropped: dropping would flatter the arm that failed more.
                 failures.append(e)

@@ -1,9 +1,12 @@
 """Distillation jobs: parameters, state and progress, kept in SQLite so a job outlives its process.
 
-A job's problems are stored with it, so resuming never depends on the dataset file still being
-where it was. Whoever runs a job holds a lease (`owner`, renewed while it runs): a second
-server process on the same database leaves a leased job alone, and takes it over when the
-lease lapses or its owner, on this machine, is gone.
+A job's problems (and the dataset's worked solutions, for the teacher) are stored with it, so
+resuming never depends on the dataset file still being where it was. Whoever runs a job holds a
+lease (`owner`, renewed while it runs): a second process on the same database leaves a leased
+job alone. A job also records the endpoint each of its models was reached at (`config`): a
+server started with `--resume-jobs` takes over an interrupted job only when its lease lapsed or
+its owner is gone AND it reaches the same endpoints; anything else resumes a job only when
+asked to (`ted distill --resume`, `distill_batch(resume=…)`).
 
     queued → running → done | failed | cancelled | stopped (a cost or token cap was reached)
 """
@@ -19,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ted.errors import InvalidInput, NotFound, TedError, invalid_input
 from ted.ledger import CostSummary, Ledger
+from ted.llm.base import GenerationSettings, Model
 from ted.pricing import cost_usd
 from ted.runs.datasets import Problem
 from ted.store import Store
@@ -46,7 +50,27 @@ class DistillParams(BaseModel):
     seed: int = 0
     max_cost_usd: float | None = Field(None, gt=0, description="Stop cleanly once the job has cost this much.")
     max_tokens: int | None = Field(None, gt=0, description="Stop cleanly once the job has used this many tokens.")
-    student_max_tokens: int = Field(4096, ge=16, le=200_000)
+    student_settings: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="How the student samples (resolved when the job was made)."
+    )
+    teacher_settings: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="How the teacher samples (resolved when the job was made)."
+    )
+    failure_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="The job fails once this share of one batch's critiques could not be made (the teacher's "
+        "replies unusable, or its calls failing); 1, the default, only when all of them failed.",
+    )
+
+
+class StepFailure(BaseModel):
+    """A problem's critique that could not be made: which step failed, and why."""
+
+    problem_id: str | None = Field(description="None for a batch's compression.")
+    step: Literal["teacher-solve", "summarise", "critique", "compress"]
+    error: str
 
 
 class EpochProgress(BaseModel):
@@ -57,6 +81,8 @@ class EpochProgress(BaseModel):
     critiques: int = 0
     operations: int = 0
     rejected: int = 0
+    conflicts: int = Field(0, description="Operations dropped because an earlier critique of the batch changed the lesson.")
+    failures: list[StepFailure] = Field(default_factory=list, description="Critiques (and compressions) not made.")
     compressions: int = 0
     items: int = 0
     tokens: int = 0
@@ -82,6 +108,9 @@ class Job(BaseModel):
     error: str | None
     cancel_requested: bool = Field(False, description="A cancel was asked for; the job's runner stops it shortly.")
     owner: str | None
+    config: dict[str, str] = Field(
+        default_factory=dict, description="Where each model was reached (model → endpoint) when the job last started."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -134,6 +163,7 @@ def _job(row) -> Job:
         error=row["error"],
         cancel_requested=bool(row["cancel_requested"]),
         owner=row["owner"],
+        config=json.loads(row["config"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -168,7 +198,17 @@ def _check_priced(params: DistillParams) -> None:
         )
 
 
-async def create(store: Store, params: DistillParams, problems: list[Problem], dataset: str) -> Job:
+async def create(
+    store: Store,
+    params: DistillParams,
+    problems: list[Problem],
+    dataset: str,
+    *,
+    solutions: dict[str, str] | None = None,
+    config: dict[str, str] | None = None,
+) -> Job:
+    """A queued job; `solutions` are the dataset's worked solutions by problem id (the teacher's
+    reference), `config` where each model is reached."""
     if not problems:
         raise InvalidInput("The dataset has no problems; give at least one item with a question and an answer.")
     _check_priced(params)
@@ -177,15 +217,17 @@ async def create(store: Store, params: DistillParams, problems: list[Problem], d
     await store.ensure_library(params.library)
     async with store.transaction() as db:
         await db.execute(
-            "INSERT INTO jobs (id, kind, library, params, dataset, problems, start_version, problems_total, state,"
-            " created_at, updated_at) SELECT ?, 'distill', ?, ?, ?, ?, version, ?, 'queued', ?, ? FROM libraries"
-            " WHERE name = ?",
+            "INSERT INTO jobs (id, kind, library, params, dataset, problems, solutions, config, start_version,"
+            " problems_total, state, created_at, updated_at) SELECT ?, 'distill', ?, ?, ?, ?, ?, ?, version, ?,"
+            " 'queued', ?, ? FROM libraries WHERE name = ?",
             (
                 job_id,
                 params.library,
                 params.model_dump_json(),
                 dataset,
                 json.dumps([p.model_dump(mode="json") for p in problems]),
+                json.dumps(solutions or {}),
+                json.dumps(config or {}),
                 len(problems),
                 now,
                 now,
@@ -215,10 +257,14 @@ async def status(store: Store, ledger: Ledger, job_id: str) -> JobStatus:
     )
 
 
-async def problems(store: Store, job_id: str) -> list[Problem]:
-    async with store.reading() as db, db.execute("SELECT problems FROM jobs WHERE id = ?", (job_id,)) as cursor:
+async def problems(store: Store, job_id: str) -> tuple[list[Problem], dict[str, str]]:
+    """The job's problems, and the dataset's worked solutions by problem id."""
+    async with (
+        store.reading() as db,
+        db.execute("SELECT problems, solutions FROM jobs WHERE id = ?", (job_id,)) as cursor,
+    ):
         row = await cursor.fetchone()
-    return [Problem.model_validate(p) for p in json.loads(row["problems"])]
+    return [Problem.model_validate(p) for p in json.loads(row["problems"])], json.loads(row["solutions"])
 
 
 async def claim(store: Store, job_id: str, owner: str) -> Job:
@@ -241,6 +287,18 @@ async def claim(store: Store, job_id: str, owner: str) -> Job:
             (owner, timestamp(now + LEASE), timestamp(now), job_id),
         )
     return await get(store, job_id)
+
+
+def endpoints(*models: Model) -> dict[str, str]:
+    """Where each model is reached: its base URL, or "in-process" for a test double."""
+    return {m.name: getattr(m, "base_url", None) or "in-process" for m in models}
+
+
+async def record_config(store: Store, job_id: str, config: dict[str, str]) -> None:
+    """Where the process running the job reaches its models: a later process must match it to take
+    the job over by itself (`--resume-jobs`)."""
+    async with store.transaction() as db:
+        await db.execute("UPDATE jobs SET config = ? WHERE id = ?", (json.dumps(config), job_id))
 
 
 async def raise_caps(store: Store, job_id: str, *, max_cost_usd: float | None, max_tokens: int | None) -> Job:
@@ -322,7 +380,7 @@ async def save_stats(db, job_id: str, stats: list[EpochProgress]) -> None:
     )
 
 
-async def resumable(store: Store) -> list[str]:
+async def interrupted(store: Store) -> list[str]:
     """Jobs that should be running but whose runner is gone (crash, restart)."""
     async with (
         store.reading() as db,

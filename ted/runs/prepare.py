@@ -1,19 +1,22 @@
 """One way to start a distillation: from the `distill_batch` tool, from `ted distill`, and on resume.
 
 Preparing reads everything a job needs before it exists: the problems, the library's settings
-and models (the one given, else the library's, else TED_STUDENT / TED_TEACHER), an estimate
+and models (the one given, else the library's, else TED_STUDENT / TED_TEACHER), each role's
+generation settings (those given, over the library's, over TED_<ROLE>_<SETTING>), an estimate
 with the library's real budget, and, unless only an estimate was asked for, a model for each
-name, so that a missing key fails here, naming its variable, and not inside the job.
+name, so that a missing key — or a text-only model for a dataset with images — fails here,
+naming what to change, and not inside the job.
 """
 
 import math
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ted.errors import invalid_input
-from ted.llm.base import Model
+from ted.llm.base import GenerationSettings, Model
+from ted.llm.capabilities import require_images
 from ted.runs import jobs
 from ted.runs.datasets import Dataset, Problem
 from ted.runs.jobs import DistillParams, Job
@@ -44,10 +47,11 @@ def estimate(
     budget = token_budget  # the library at its largest, in every student prompt and compression
     student_in = (question + budget + 150) * n * e * r
     batches = math.ceil(n / params.concurrency) * e
-    # solve once per problem; summarise + critique per group and epoch; at most one compression per batch.
-    teacher_calls = n + 2 * n * e + (batches if params.compression == "teacher" else 0)
-    teacher_in = n * question + n * e * (question + r * 500 + 600) * 2 + batches * budget * 1.5
-    teacher_out = n * 600 + n * e * (150 * (r + 1) + 300) + batches * budget
+    # solve once per problem, and again knowing the answer if wrong; summarise + critique per group
+    # and epoch; at most one compression per batch.
+    teacher_calls = 2 * n + 2 * n * e + (batches if params.compression == "teacher" else 0)
+    teacher_in = n * question * 3 + n * 600 + n * e * (question + r * 500 + 600) * 2 + batches * budget * 1.5
+    teacher_out = n * 1200 + n * e * (150 * (r + 1) + 300) + batches * budget
     return Estimate(
         problems=n,
         student_calls=n * e * r,
@@ -62,8 +66,10 @@ class Prepared(BaseModel):
 
     params: DistillParams
     problems: list[Problem]
+    solutions: dict[str, str] = Field(description="The dataset's worked solutions by problem id, for the teacher.")
     dataset: str
     estimate: Estimate
+    config: dict[str, str] = Field(default_factory=dict, description="Where each model is reached.")
 
 
 async def prepare_job(
@@ -74,6 +80,8 @@ async def prepare_job(
     library: str,
     student: str | None = None,
     teacher: str | None = None,
+    student_settings: GenerationSettings | None = None,
+    teacher_settings: GenerationSettings | None = None,
     check_models: bool = True,
     field: Callable[[str], str] = str,
     **options: Any,
@@ -88,31 +96,51 @@ async def prepare_job(
             library=library,
             student=state.model_for("student", student),
             teacher=state.model_for("teacher", teacher),
+            student_settings=state.generation_for("student", student_settings),
+            teacher_settings=state.generation_for("teacher", teacher_settings),
             **options,
         )
     except ValidationError as e:
         raise invalid_input(e, "Invalid", field=field) from None
-    if check_models:
-        _check_models(models, params)
+    config = _check_models(models, params, data.problems) if check_models else {}
     settings = state.settings
-    guess = estimate(params, data.problems, settings.encoding, settings.token_budget)
-    return Prepared(params=params, problems=data.problems, dataset=str(data.path or data.name), estimate=guess)
+    return Prepared(
+        params=params,
+        problems=data.problems,
+        solutions=data.reference_solutions,
+        dataset=str(data.path or data.name),
+        estimate=estimate(params, data.problems, settings.encoding, settings.token_budget),
+        config=config,
+    )
 
 
 async def prepare_resume(store: Store, models: Callable[[str], Model], job_id: str) -> Prepared:
     """A stored job, ready to run again."""
     job = await jobs.get(store, job_id)
-    _check_models(models, job.params)
-    problems = await jobs.problems(store, job_id)
+    problems, solutions = await jobs.problems(store, job_id)
+    config = _check_models(models, job.params, problems)
     settings = (await jobs.library_for(store, job.params.library)).settings
     guess = estimate(job.params, problems, settings.encoding, settings.token_budget)
-    return Prepared(params=job.params, problems=problems, dataset=job.dataset, estimate=guess)
+    return Prepared(
+        params=job.params, problems=problems, solutions=solutions, dataset=job.dataset, estimate=guess, config=config
+    )
 
 
 async def create_job(store: Store, prepared: Prepared) -> Job:
-    return await jobs.create(store, prepared.params, prepared.problems, prepared.dataset)
+    return await jobs.create(
+        store,
+        prepared.params,
+        prepared.problems,
+        prepared.dataset,
+        solutions=prepared.solutions,
+        config=prepared.config,
+    )
 
 
-def _check_models(models: Callable[[str], Model], params: DistillParams) -> None:
-    for name in (params.student, params.teacher):
-        models(name)  # a missing key fails now, naming its variable, not inside the job
+def _check_models(models: Callable[[str], Model], params: DistillParams, problems: list[Problem]) -> dict[str, str]:
+    """Where each model is reached; a missing key, or a text-only model for images, fails now."""
+    resolved = [models(name) for name in (params.student, params.teacher)]
+    if any(p.images for p in problems):
+        for model in resolved:
+            require_images(model.name, "this dataset")
+    return jobs.endpoints(*resolved)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError, computed_field
 from ted.errors import InvalidInput
 from ted.ledger import CostSummary, Ledger, RoleTotals
 from ted.prompts import experience_prompt
-from ted.runs.jobs import Job
+from ted.runs.jobs import Job, StepFailure
 from ted.store import Store
 from ted.tokens import count_tokens
 
@@ -110,6 +110,10 @@ class EpochStats(BaseModel):
     correct: int = Field(ge=0)
     all_correct_groups: int = Field(0, ge=0, description="Problems whose every rollout was correct.")
     critiques: int = Field(0, ge=0)
+    conflicts: int = Field(0, ge=0, description="Operations dropped: an earlier critique of their batch changed the lesson.")
+    failures: list[StepFailure] = Field(
+        default_factory=list, description="Critiques that could not be made (problem, step, error), and compressions."
+    )
     compressions: int = Field(0, ge=0)
     library: LibrarySize = Field(description="The library when the epoch ended.")
     cost: CostSummary | None = Field(None, description="This epoch's model calls, when the caller split them.")
@@ -294,6 +298,8 @@ async def distill_report(store: Store, ledger: Ledger, job: Job) -> DistillRepor
                 correct=e.correct,
                 all_correct_groups=e.all_correct_groups,
                 critiques=e.critiques,
+                conflicts=e.conflicts,
+                failures=e.failures,
                 compressions=e.compressions,
                 library=LibrarySize(version=e.version, items=e.items, tokens=e.tokens),
             )

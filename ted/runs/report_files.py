@@ -95,13 +95,15 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
         "Rollout accuracy",
         "All-correct groups",
         "Critiques",
+        "Failed",
+        "Conflicts",
         "Compressions",
         "Library version",
         "Items",
         "Tokens",
     )
     epochs = [
-        ("0 (start)", "", "", "", "", "", "", str(r.initial.version), str(r.initial.items), f"{r.initial.tokens:,}")
+        ("0 (start)", "", "", "", "", "", "", "", "", str(r.initial.version), str(r.initial.items), f"{r.initial.tokens:,}")
     ]
     for e in r.epochs:
         accuracy = f"{e.accuracy * 100:.1f} % ({e.correct}/{e.rollouts})" if e.accuracy is not None else "–"
@@ -113,6 +115,8 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
                 accuracy,
                 str(e.all_correct_groups),
                 str(e.critiques),
+                str(len(e.failures)),
+                str(e.conflicts),
                 str(e.compressions),
                 str(e.library.version),
                 str(e.library.items),
@@ -121,11 +125,28 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
         )
     parts = [f"# Distillation: {r.library} on {r.dataset}", "", _table(("", ""), rows), "", "## Per epoch", ""]
     parts += [_table(header, epochs), ""]
+    parts += _failures(r)
     parts += _cost_by_role(r.cost)
     if plot_name:
         parts += [f"![Rollout accuracy and library size per epoch]({plot_name})", ""]
     parts += [f"_Generated {r.created_at:%Y-%m-%d %H:%M} UTC._", ""]
     return "\n".join(parts)
+
+
+def _failures(report: DistillReport) -> list[str]:
+    rows = [
+        (str(e.epoch), f.problem_id or "(the batch's compression)", f.step, f.error)
+        for e in report.epochs
+        for f in e.failures
+    ]
+    if not rows:
+        return []
+    note = (
+        "A critique that could not be made (the teacher's reply unusable after its repair, or its call failing) "
+        "leaves its problem's attempts uncritiqued; the batch went on. A compression without the teacher's plan "
+        "removed the lowest-priority lessons instead."
+    )
+    return ["## Failed critiques", "", note, "", _table(("Epoch", "Problem", "Step", "Error"), rows), ""]
 
 
 def _accuracy(arm: ArmStats) -> str:

@@ -156,4 +156,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX model_calls_by_key ON model_calls (job_id, call_key) WHERE call_key IS NOT NULL
         """,
     ),
+    (
+        "blind teacher solutions; settings and reasoning in the ledger; a job's configuration and solutions",
+        """
+        -- The cache held solutions made with the ground truth in view. It now holds the teacher's
+        -- own (blind) solution and, when that was wrong, the one made knowing the answer. A cache
+        -- is safe to empty: a solution is asked again when next needed.
+        DELETE FROM teacher_solutions;
+        ALTER TABLE teacher_solutions ADD COLUMN answer TEXT NOT NULL DEFAULT '';
+        ALTER TABLE teacher_solutions ADD COLUMN informed TEXT;
+        ALTER TABLE teacher_solutions ADD COLUMN chain_of TEXT;
+
+        ALTER TABLE model_calls ADD COLUMN settings TEXT;
+        ALTER TABLE model_calls ADD COLUMN reasoning TEXT;
+
+        -- Which models and endpoints a job was started with, so that only a process configured
+        -- the same way takes it over by itself.
+        ALTER TABLE jobs ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+        -- The dataset's worked solutions by problem id: the teacher's reference, never the student's.
+        ALTER TABLE jobs ADD COLUMN solutions TEXT NOT NULL DEFAULT '{}'
+        """,
+    ),
 ]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, WithJsonSchema, computed_field
 
 from ted.errors import ConfigError, InvalidInput
+from ted.llm.base import GenerationSettings
 
 MAX_TASK_CHARS = 100_000
 MAX_TRAJECTORY_CHARS = 1_000_000
@@ -70,10 +71,19 @@ ExperienceText = Annotated[
 ]
 
 
+Role = Literal["student", "teacher"]
+
+
 class LibrarySettings(BaseModel):
     token_budget: int = Field(4000, ge=50, le=200_000)
     max_items: int = Field(15, ge=1, le=1000)
     encoding: Literal["cl100k_base"] = "cl100k_base"
+    student: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="How the student samples, unless a run says otherwise."
+    )
+    teacher: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="How the teacher samples, unless a run says otherwise."
+    )
 
     def over_budget(self, items: int, tokens: int) -> bool:
         """Whether a library of `items` lessons whose prompt counts `tokens` breaks this budget."""
@@ -108,7 +118,11 @@ class LibraryState(BaseModel):
     student_model: str | None
     experiences: list[Experience]
 
-    def model_for(self, role: Literal["teacher", "student"], given: str | None = None) -> str:
+    def generation_for(self, role: Role, given: GenerationSettings | None = None) -> GenerationSettings:
+        """A role's generation settings: those given, over the library's, over TED_<ROLE>_<SETTING>."""
+        return (given or GenerationSettings()).over(getattr(self.settings, role)).over(generation_from_env(role))
+
+    def model_for(self, role: Role, given: str | None = None) -> str:
         """The model for a role: the one given, else the library's own, else TED_TEACHER / TED_STUDENT."""
         name = given or getattr(self, f"{role}_model") or os.environ.get(f"TED_{role.upper()}")
         if not name:
@@ -118,6 +132,18 @@ class LibraryState(BaseModel):
                 f"`ted config {self.name} --{role} provider:model`."
             )
         return name
+
+
+def generation_from_env(role: Role) -> GenerationSettings:
+    """TED_STUDENT_MAX_TOKENS, TED_TEACHER_TEMPERATURE, … (max_tokens, temperature, top_p, seed)."""
+    names = {field: f"TED_{role.upper()}_{field.upper()}" for field in GenerationSettings.model_fields}
+    given = {field: os.environ[name] for field, name in names.items() if os.environ.get(name)}
+    try:
+        return GenerationSettings.model_validate(given)
+    except ValidationError as e:
+        error = e.errors()[0]
+        field = str(error["loc"][0])
+        raise ConfigError(f"{names[field]}={given[field]!r}: {error['msg']}.") from None
 
 
 class NewAttempt(BaseModel):
@@ -152,6 +178,7 @@ class AttemptRecord(BaseModel):
     id: int
     task_id: str
     task: str
+    images: list[str] = Field(default_factory=list, description="The task's images as named when it was recorded.")
     trajectory: str
     answer: str | None
     ground_truth: str | None

@@ -24,6 +24,7 @@ import anyio
 from pydantic import ValidationError
 
 from ted.errors import Conflict, InvalidInput, NotFound, invalid_input
+from ted.llm.base import GenerationSettings
 from ted.prompts import experience_prompt
 from ted.store.database import connect, default_db_path, open_probe, timestamp
 from ted.store.operations import OperationWriter
@@ -263,16 +264,23 @@ class Store:
         student: str | None = None,
         token_budget: int | None = None,
         max_items: int | None = None,
+        generation: dict[str, GenerationSettings] | None = None,
     ) -> LibraryState:
-        """Set a library's models and budget (creating it if needed); None leaves a value as it is.
+        """Set a library's models, budget and per-role generation settings (creating it if needed);
+        None leaves a value as it is, and a role's settings are set field by field.
 
         Not a new version: the lessons are unchanged. The next compression applies a new budget.
         """
         async with self.transaction() as db:
             library = await self._ensure_library(db, name)
-            changes = {k: v for k, v in (("token_budget", token_budget), ("max_items", max_items)) if v is not None}
+            current = _settings(library)
+            changes: dict[str, Any] = {
+                k: v for k, v in (("token_budget", token_budget), ("max_items", max_items)) if v is not None
+            }
+            for role, given in (generation or {}).items():
+                changes[role] = given.over(getattr(current, role)).model_dump()
             try:
-                settings = LibrarySettings.model_validate({**_settings(library).model_dump(), **changes})
+                settings = LibrarySettings.model_validate({**current.model_dump(), **changes})
             except ValidationError as e:
                 raise invalid_input(e, "Invalid library setting") from None
             await db.execute(
@@ -362,14 +370,17 @@ class Store:
         *,
         expected_version: int | None = None,
         also: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None,
+        over_budget_ok: bool = False,
     ) -> ChangeResult:
         """Apply the operations as one new version, or none of them.
 
         Raises InvalidInput naming the first operation that does not fit the library as it
-        is at that point (earlier operations of the same call included). `expected_version`
-        guards a plan made from an earlier read: if another client changed the library since,
-        nothing is applied. `also(db, version)` runs inside the same transaction, for records
-        that must commit together with the version (a critique, the attempts it covered).
+        is at that point (earlier operations of the same call included), and when the version
+        would be over the library's token budget or item cap: no version is (only a run without
+        compression, the paper's ablation, passes `over_budget_ok`). `expected_version` guards
+        a plan made from an earlier read: if another client changed the library since, nothing
+        is applied. `also(db, version)` runs inside the same transaction, for records that must
+        commit together with the version (a critique, the attempts it covered).
         """
         if not operations:
             raise InvalidInput("Nothing to apply: give at least one operation.")
@@ -385,6 +396,8 @@ class Store:
             writer = OperationWriter(db, library, active, version)
             applied = await writer.apply(operations)
             items = await self._experiences(db, library["id"], active_only=True)
+            if not over_budget_ok:
+                _check_budget(library, items)
             snapshot = [SnapshotItem(id=e.id, text=e.text) for e in items]
             now = timestamp()
             await db.execute(
@@ -474,13 +487,28 @@ async def _resolve(db: aiosqlite.Connection, library_id: int, id_: str) -> str |
     return None
 
 
+def _check_budget(library: sqlite3.Row, items: Sequence[Experience]) -> None:
+    settings = _settings(library)
+    # Counted afresh, not through the prompt cache: this version may yet be rolled back.
+    tokens = count_tokens(experience_prompt((e.id, e.text) for e in items), settings.encoding)
+    if settings.over_budget(len(items), tokens):
+        name = library["name"]
+        raise InvalidInput(
+            f"This change would leave library {name!r} over its budget ({len(items)} lessons, cap "
+            f"{settings.max_items}; {tokens} tokens, budget {settings.token_budget}); nothing was applied. "
+            f"Compress it first (compress_library), remove lessons, or raise the budget with "
+            f"`ted config {name} --max-items N --budget N`."
+        )
+
+
 def _settings(library: sqlite3.Row) -> LibrarySettings:
     return LibrarySettings.model_validate_json(library["settings"])
 
 
 def _attempt(row: sqlite3.Row) -> AttemptRecord:
-    fields = {k: row[k] for k in AttemptRecord.model_fields if k not in ("cited", "counted")}
-    return AttemptRecord(**fields, cited=json.loads(row["cited"]), counted=json.loads(row["counted"]))
+    lists = ("cited", "counted", "images")
+    fields = {k: row[k] for k in AttemptRecord.model_fields if k not in lists}
+    return AttemptRecord(**fields, **{k: json.loads(row[k]) for k in lists})
 
 
 def _experience(row: sqlite3.Row) -> Experience:

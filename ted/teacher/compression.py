@@ -9,7 +9,8 @@ those removals are applied as one version, so the library is never left over bud
 whole compression can be rolled back. `truncate` and `random` reproduce the paper's ablations.
 
 `plan_compression` works on any `LibraryState`, including one simulated from operations not yet
-written, so a critique can plan its compression before it writes anything.
+written, so a critique (or a batch of them) plans its compression before it writes anything and
+`write_change` writes both as one version: no version is ever over budget.
 """
 
 import math
@@ -26,8 +27,17 @@ from ted.llm.base import Message, Model
 from ted.llm.structured import structured
 from ted.prompts import COMPRESS_SYSTEM, compress_prompt, experience_prompt
 from ted.store import Store
-from ted.store.records import AddOp, DeleteOp, Experience, LibraryState, MergeOp, Operation, RewriteOp
-from ted.teacher.replies import CompressionPlan, PlanMerge, PlanRetain, PlanRewrite
+from ted.store.records import (
+    AddOp,
+    ChangeResult,
+    DeleteOp,
+    Experience,
+    LibraryState,
+    MergeOp,
+    Operation,
+    RewriteOp,
+)
+from ted.teacher.replies import CompressionPlan, PlanMerge, PlanRetain, PlanRewrite, compression_reply
 from ted.tokens import count_tokens
 
 Strategy = Literal["teacher", "truncate", "random"]
@@ -38,6 +48,9 @@ class Dropped(BaseModel):
 
     operation: dict
     reason: str
+    conflict_with: str | None = Field(
+        None, description="The critique whose change to the same lesson, earlier in the batch, was applied instead."
+    )
 
 
 class CompressionResult(BaseModel):
@@ -140,6 +153,8 @@ def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Oper
             reason = f"{', '.join(again)} already has an operation earlier in the plan"
         elif len(set(ids)) != len(ids):
             reason = "lists an id twice"
+        elif isinstance(proposed, PlanMerge) and len(ids) < 2:
+            reason = "a merge needs two or more lessons"
         elif text is not None and (problem := lesson_problem(text)):
             reason = f"the new text {problem}"
         if reason:
@@ -203,19 +218,19 @@ class CompressionPlanned(BaseModel):
             reason += f"; still over budget, removed lowest-priority {', '.join(self.removed)}"
         return reason
 
-    def result(
-        self, *, dry_run: bool, version: int | None = None, operations: list[Operation] | None = None
-    ) -> CompressionResult:
+    def result(self, *, dry_run: bool, change: ChangeResult | None = None) -> CompressionResult:
+        """What the compression does; with `change`, as that version applied it (its operations last)."""
         before, after = Simulation(self.state), Simulation(self.state)
         for op in self.operations:
             after.apply(op)
+        applied = change.operations[len(change.operations) - len(self.operations) :] if change else self.operations
         return CompressionResult(
             library=self.state.name,
             strategy=self.strategy,
             dry_run=dry_run,
-            version_before=self.state.version,
-            version=self.state.version if version is None else version,
-            operations=self.operations if operations is None else operations,
+            version_before=change.version - 1 if change else self.state.version,
+            version=change.version if change else self.state.version,
+            operations=applied,
             dropped=self.dropped,
             budget_removals=self.removed,
             items_before=len(before.items),
@@ -227,24 +242,56 @@ class CompressionPlanned(BaseModel):
             over_budget=after.over_budget,
         )
 
-    async def apply(
-        self, store: Store, also: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None
-    ) -> CompressionResult:
-        """Write the plan as one version; Conflict if the library moved on since `state` was read.
-
-        `also(db, version)` runs in the same transaction (a job's figures that must match the library).
-        """
+    async def apply(self, store: Store) -> CompressionResult:
+        """Write the plan as one version; Conflict if the library moved on since `state` was read."""
         if not self.operations:
             return self.result(dry_run=False)
         applied = await store.apply(
-            self.state.name,
-            self.operations,
-            "compression",
-            self.reason,
-            expected_version=self.state.version,
-            also=also,
+            self.state.name, self.operations, "compression", self.reason, expected_version=self.state.version
         )
-        return self.result(dry_run=False, version=applied.version, operations=applied.operations)
+        return self.result(dry_run=False, change=applied)
+
+
+def fallback(state: LibraryState, why: str) -> CompressionPlanned:
+    """A compression by priority alone, for when the teacher's plan could not be had."""
+    operations, removed = fit_to_budget(state, [])
+    dropped = [Dropped(operation={}, reason=f"no plan from the teacher ({why}); compressed by priority alone")]
+    return CompressionPlanned(
+        state=state, strategy="teacher", planned=0, operations=operations, dropped=dropped, removed=removed
+    )
+
+
+async def write_change(
+    store: Store,
+    state: LibraryState,
+    operations: Sequence[Operation],
+    planned: CompressionPlanned | None,
+    reason: str,
+    also: Callable[[aiosqlite.Connection, int | None], Awaitable[None]],
+    *,
+    over_budget_ok: bool = False,
+) -> ChangeResult | None:
+    """`operations` (made against `state`) and the compression they make necessary, as ONE version.
+
+    `also(db, version)` runs in the same transaction (the critique records, a job's cursor); with
+    nothing to change it runs alone, with version None. Conflict if the library moved on.
+    """
+    compression = planned.operations if planned else []
+    if not operations and not compression:
+        async with store.transaction() as db:
+            await also(db, None)
+        return None
+    if compression:
+        reason = f"{reason}; {planned.reason}"
+    return await store.apply(
+        state.name,
+        [*operations, *compression],
+        "critique" if operations else "compression",
+        reason,
+        expected_version=state.version,
+        also=also,
+        over_budget_ok=over_budget_ok,
+    )
 
 
 async def plan_compression(
@@ -260,12 +307,14 @@ async def plan_compression(
             raise ConfigError("Teacher compression needs a teacher model: set TED_TEACHER=provider:model.")
         planned: list[Operation] = []
         if state.experiences:  # an empty library has nothing to merge, and the call would be paid for
-            items = [e.model_dump() for e in state.experiences]
-            tokens = Simulation(state).tokens
+            simulation = Simulation(state)
+            order = simulation.removal_order()  # lowest priority first, as the prompt says
+            items = [e.model_dump() for e in order]
+            tokens = simulation.tokens
             plan, _ = await structured(
                 teacher,
                 [Message.user(compress_prompt(items, state.settings.token_budget, state.settings.max_items, tokens))],
-                CompressionPlan,
+                compression_reply([e.id for e in order]),
                 system=COMPRESS_SYSTEM,
             )
             planned, dropped = validate_plan(plan, state)

@@ -2,58 +2,86 @@
 
 Three teacher steps, each reusable by the batch loop (`ted.runs.distill`):
 
-1. `solve` — the teacher solves the task once per (task, teacher) and the solution is cached,
-   so later critiques and epochs never pay for it again.
-2. `chains_for` — attempts and the teacher's solution are compressed into Premises → Steps →
-   Conclusion chains in one call; each chain is stored with its attempt and never redone.
-3. `critique_reply` — the teacher sees the graded chains, its own chain, the reference (ground
-   truth, else its solution and the recorded outcomes) and the library, and proposes typed
-   operations on stable ids. `validate_critique` checks them (ids, contradictions, duplicates,
-   `ted.gate`); what survives is applied in one transaction together with the critique
-   record and the attempts it covered.
+1. `solve` — the teacher solves the task without the ground truth, so that it solves instead of
+   rationalising, and "the teacher got this wrong too" is known. When its answer disagrees with
+   the ground truth it is asked once more, shown the ground truth, and that solution is the
+   reference; a dataset's worked solution, when there is one, is the reference instead. Both
+   solutions are cached per (task, teacher), so later critiques and epochs never pay again.
+2. `chains_for` — attempts and the reference are compressed into Premises → Steps → Conclusion
+   chains in one call, each told its verdict; each chain is stored and never made twice.
+3. `critique_reply` — the teacher sees the graded chains, the reference chain, what the reference
+   is and whether its own first solution was right, and the library; it diagnoses each wrong
+   attempt and proposes typed operations on stable ids. `validate_critique` checks them (ids,
+   contradictions, conflicts within a batch, limits, `ted.gate`); what survives is applied in
+   one transaction with the critique record and the attempts it covered.
 
-A library the critique would leave over budget is compressed by the same teacher, and that
-compression is planned before anything is written: every model call of a critique happens first,
-so a failed or invalid reply leaves the library as it was. What the teacher did produce — its
-solution, the chains — is kept as a cache (paid for, and valid whatever the critique decides).
+A critique that would leave the library over budget is compressed by the same teacher, planned
+before anything is written and applied in the same version as the critique, so no version is
+ever over budget. Every model call of a critique happens first, so a failed or invalid reply
+leaves the library as it was; what the teacher did produce — its solutions, the chains — is
+kept as a cache (paid for, and valid whatever the critique decides).
 """
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
 from typing import Literal
 
+import anyio.to_thread
 from pydantic import BaseModel
 
-from ted.errors import Conflict, InvalidInput
+from ted.errors import InvalidInput
 from ted.gate import lesson_problem
+from ted.grading import grade_attempt
 from ted.ledger import Ledger
-from ted.llm.base import Message, Model
+from ted.llm.base import GenerationSettings, Message, Model
+from ted.llm.capabilities import require_images
 from ted.llm.structured import structured
 from ted.prompts import (
     CRITIQUE_SYSTEM,
     SUMMARISE_SYSTEM,
     TEACHER_SOLVE_SYSTEM,
+    VERDICTS,
     critique_prompt,
+    reference_note,
     summarise_prompt,
+    teacher_retry_prompt,
     teacher_solve_prompt,
 )
 from ted.store import Store
 from ted.store.database import timestamp
 from ted.store.records import AddOp, AttemptRecord, DeleteOp, LibraryState, Operation, RewriteOp
-from ted.tasks import task_id_for
-from ted.teacher.compression import CompressionResult, Dropped, Simulation, compress_library, plan_compression
-from ted.teacher.replies import AddLesson, Chain, ChainSet, CritiqueReply, DropLesson
+from ted.tasks import Task
+from ted.teacher.compression import CompressionResult, Dropped, Simulation, plan_compression, write_change
+from ted.teacher.replies import (
+    AddLesson,
+    Chain,
+    CritiqueReply,
+    DropLesson,
+    Solution,
+    critique_reply_type,
+    summary_reply,
+)
 
 # A trace longer than this is shown to the teacher as its head and tail: the start says how
 # the attempt set out, the end what it concluded, and the prompt stays bounded.
 MAX_TRACE_CHARS = 12_000
-TEACHER_LABEL = "T"
+MAX_OPERATIONS = 10
+REFERENCE_LABEL = "R"
 
 
 class TeacherSolution(BaseModel):
-    solution: str
-    chain: Chain | None
+    """The teacher's work on a task: its own first answer, and the reference a critique uses."""
+
+    first_answer: str
+    first_right: bool | None = None
+    reference: str
+    source: Literal["teacher", "dataset"]
+    chain: Chain | None = None
+
+    def note(self, ground_truth: str | None) -> str:
+        return reference_note(ground_truth, self.first_answer, self.first_right, self.source)
 
 
 class CritiqueResult(BaseModel):
@@ -65,7 +93,9 @@ class CritiqueResult(BaseModel):
     teacher: str
     attempt_ids: list[int]
     reference: Literal["ground_truth", "teacher"]
+    teacher_first_right: bool | None
     analysis: str
+    diagnoses: dict[str, dict]
     version: int
     operations: list[Operation]
     rejected: list[Dropped]
@@ -79,65 +109,101 @@ def _clip(text: str) -> str:
     return f"{text[:half]}\n[… {len(text) - MAX_TRACE_CHARS} characters omitted …]\n{text[-half:]}"
 
 
-async def solve(store: Store, teacher: Model, task: str, ground_truth: str | None) -> TeacherSolution:
-    """The teacher's solution, cached per (task, teacher). A solution made without the ground
-    truth that is now known is made again with it: the reference shown next to the ground truth
-    must not contradict it."""
-    key = task_id_for(task)
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+async def solve(
+    store: Store,
+    teacher: Model,
+    task: Task,
+    ground_truth: str | None,
+    reference: str | None = None,
+    *,
+    again: Model | None = None,
+) -> TeacherSolution:
+    """The teacher's solution without the ground truth (cached per task and teacher), graded
+    against it; when wrong, a second solution made knowing it (cached too, asked through `again`
+    when given) is the reference, unless the dataset gave a worked `reference`."""
     async with (
         store.reading() as db,
         db.execute(
-            "SELECT solution, chain, ground_truth FROM teacher_solutions WHERE task_key = ? AND teacher = ?",
-            (key, teacher.name),
+            "SELECT solution, answer, ground_truth, informed, chain, chain_of FROM teacher_solutions"
+            " WHERE task_key = ? AND teacher = ?",
+            (task.id, teacher.name),
         ) as cursor,
     ):
         row = await cursor.fetchone()
-    if row is not None and (ground_truth is None or row["ground_truth"] == ground_truth):
-        return TeacherSolution(solution=row["solution"], chain=row["chain"] and Chain.model_validate_json(row["chain"]))
-    completion = await teacher.complete(
-        [Message.user(teacher_solve_prompt(task, ground_truth))], system=TEACHER_SOLVE_SYSTEM
+    asked = task.message(teacher_solve_prompt(task.text))
+    if row is None:
+        first, _ = await structured(teacher, [asked], Solution, system=TEACHER_SOLVE_SYSTEM)
+        solution, answer = first.render(), first.answer.strip()
+        async with store.transaction() as db:
+            # Another client may have solved it meanwhile: its solution then stays the cached one.
+            await db.execute(
+                "INSERT INTO teacher_solutions (task_key, teacher, task, solution, answer, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_key, teacher) DO NOTHING",
+                (task.id, teacher.name, task.text, solution, answer, timestamp()),
+            )
+        informed = informed_for = chain = chain_of = None
+    else:
+        solution, answer, informed_for = row["solution"], row["answer"], row["ground_truth"]
+        informed, chain, chain_of = row["informed"], row["chain"], row["chain_of"]
+    right = None if ground_truth is None else grade_attempt(ground_truth, solution, answer).correct
+    source: Literal["teacher", "dataset"] = "teacher"
+    if reference is not None:
+        source = "dataset"
+    elif right is False:
+        if informed is None or informed_for != ground_truth:
+            retry = [asked, Message.assistant(solution), Message.user(teacher_retry_prompt(answer, ground_truth))]
+            informed = (await structured(again or teacher, retry, Solution, system=TEACHER_SOLVE_SYSTEM))[0].render()
+            async with store.transaction() as db:
+                await db.execute(
+                    "UPDATE teacher_solutions SET informed = ?, ground_truth = ? WHERE task_key = ? AND teacher = ?",
+                    (informed, ground_truth, task.id, teacher.name),
+                )
+        reference = informed
+    else:
+        reference = solution
+    cached = chain is not None and chain_of == _fingerprint(reference)
+    return TeacherSolution(
+        first_answer=answer,
+        first_right=right,
+        reference=reference,
+        source=source,
+        chain=Chain.model_validate_json(chain) if cached else None,
     )
-    async with store.transaction() as db:
-        # Another client may have solved it meanwhile with the same ground truth; its solution
-        # then stays the cached one.
-        await db.execute(
-            "INSERT INTO teacher_solutions (task_key, teacher, task, ground_truth, solution, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_key, teacher) DO UPDATE SET ground_truth ="
-            " excluded.ground_truth, solution = excluded.solution, chain = NULL, created_at = excluded.created_at"
-            " WHERE teacher_solutions.ground_truth IS NOT excluded.ground_truth",
-            (key, teacher.name, task, ground_truth, completion.text, timestamp()),
-        )
-    return TeacherSolution(solution=completion.text, chain=None)
 
 
-async def summarise(teacher: Model, task: str, traces: dict[str, str]) -> dict[str, Chain]:
-    """Chains for the labelled traces, in one call; a label the teacher skipped is absent."""
+async def summarise(teacher: Model, task: Task, traces: list[tuple[str, str, str]]) -> dict[str, Chain]:
+    """Chains for the traces ((label, verdict, text)), in one call, one per label."""
     if not traces:
         return {}
+    clipped = [(label, verdict, _clip(text)) for label, verdict, text in traces]
     reply, _ = await structured(
         teacher,
-        [Message.user(summarise_prompt(task, {label: _clip(text) for label, text in traces.items()}))],
-        ChainSet,
+        [task.message(summarise_prompt(task.text, clipped))],
+        summary_reply([label for label, _, _ in traces]),
         system=SUMMARISE_SYSTEM,
     )
-    return {chain.label: chain for chain in reply.chains if chain.label in traces}
+    return dict(reply.chains)
 
 
 async def chains_for(
-    store: Store, teacher: Model, task: str, attempts: list[AttemptRecord], solution: TeacherSolution
+    store: Store, teacher: Model, task: Task, attempts: list[AttemptRecord], solution: TeacherSolution
 ) -> tuple[dict[int, str], str]:
-    """Chains (rendered) for each attempt (by id) and for the teacher, summarising only what is
+    """Chains (rendered) for each attempt (by id) and for the reference, summarising only what is
     missing and storing what was made, so no trace is summarised twice."""
-    missing = {f"A{a.id}": a.trajectory for a in attempts if a.chain is None}
+    missing = [(f"A{a.id}", VERDICTS[a.correct], a.trajectory) for a in attempts if a.chain is None]
     if solution.chain is None:
-        missing[TEACHER_LABEL] = solution.solution
+        missing.append((REFERENCE_LABEL, "the REFERENCE solution", solution.reference))
     made = await summarise(teacher, task, missing)
     async with store.transaction() as db:
         for label, chain in made.items():
-            if label == TEACHER_LABEL:
+            if label == REFERENCE_LABEL:
                 await db.execute(
-                    "UPDATE teacher_solutions SET chain = ? WHERE task_key = ? AND teacher = ?",
-                    (chain.model_dump_json(), task_id_for(task), teacher.name),
+                    "UPDATE teacher_solutions SET chain = ?, chain_of = ? WHERE task_key = ? AND teacher = ?",
+                    (chain.model_dump_json(), _fingerprint(solution.reference), task.id, teacher.name),
                 )
             else:
                 await db.execute(
@@ -147,63 +213,62 @@ async def chains_for(
     for a in attempts:
         chain = Chain.model_validate_json(a.chain) if a.chain else made.get(f"A{a.id}")
         rendered[a.id] = chain.render() if chain else _clip(a.trajectory)
-    teacher_chain = solution.chain or made.get(TEACHER_LABEL)
-    return rendered, teacher_chain.render() if teacher_chain else _clip(solution.solution)
+    reference = solution.chain or made.get(REFERENCE_LABEL)
+    return rendered, reference.render() if reference else _clip(solution.reference)
 
 
 async def critique_reply(
     teacher: Model,
-    task: str,
-    ground_truth: str | None,
-    teacher_chain: str,
+    task: Task,
+    note: str,
+    reference_chain: str,
     attempts: list[AttemptRecord],
     chains: dict[int, str],
     state: LibraryState,
 ) -> CritiqueReply:
-    """The teacher's analysis and proposed operations for graded attempts (not yet validated)."""
-    reference = (
-        f"Ground truth: {ground_truth}"
-        if ground_truth is not None
-        else "Unknown: use the teacher's solution and the outcomes."
+    """The teacher's diagnoses and proposed operations for graded attempts (not yet validated)."""
+    prompt = critique_prompt(
+        task.text,
+        note,
+        reference_chain,
+        [(f"A{a.id}", a.correct, a.counted, chains[a.id]) for a in attempts],
+        [(e.id, e.text, e.usage_count) for e in state.experiences],
     )
-    reply, _ = await structured(
-        teacher,
-        [
-            Message.user(
-                critique_prompt(
-                    task,
-                    reference,
-                    teacher_chain,
-                    [(f"A{a.id}", a.correct, a.counted, chains[a.id]) for a in attempts],
-                    [(e.id, e.text, e.usage_count) for e in state.experiences],
-                )
-            )
-        ],
-        CritiqueReply,
-        system=CRITIQUE_SYSTEM,
-    )
-    return reply
+    asked = critique_reply_type([f"A{a.id}" for a in attempts if a.correct is False], [e.id for e in state.experiences])
+    reply, _ = await structured(teacher, [task.message(prompt)], asked, system=CRITIQUE_SYSTEM)
+    return CritiqueReply.model_validate(reply.model_dump())
 
 
 def validate_critique(
-    reply: CritiqueReply, active: Mapping[str, str], sources: list[str], provenance: dict
+    reply: CritiqueReply,
+    active: Mapping[str, str],
+    sources: list[str],
+    provenance: dict,
+    claimed: Mapping[str, str] | None = None,
 ) -> tuple[list[Operation], list[Dropped]]:
     """The reply's operations that are safe and fit the library; the rest with reasons.
 
     `active` maps the ids of the library's active lessons to their texts (the batch loop passes
-    the library as earlier problems of a batch left it); it is not changed.
+    the library as earlier problems of a batch left it); `claimed` maps the lessons earlier
+    critiques of the same batch changed to the critique that did: an operation on one of those
+    is a conflict, reported, and the first change stands. Neither is changed.
     """
     existing = {" ".join(t.lower().split()) for t in active.values()}
     touched: set[str] = set()
     operations: list[Operation] = []
     rejected: list[Dropped] = []
-    for proposed in reply.operations:
-        reason = None
+    for number, proposed in enumerate(reply.operations, start=1):
+        reason, conflict = None, None
         if not isinstance(proposed, DropLesson):
             proposed = proposed.model_copy(update={"text": proposed.text.strip()})
-        if isinstance(proposed, AddLesson):
+        if number > MAX_OPERATIONS:
+            reason = f"is over the limit of {MAX_OPERATIONS} operations in one critique"
+        elif isinstance(proposed, AddLesson):
             if " ".join(proposed.text.lower().split()) in existing:
                 reason = "repeats a lesson the library already has"
+        elif claimed and proposed.id in claimed:
+            conflict = claimed[proposed.id]
+            reason = f"conflicts with critique {conflict}, which changed {proposed.id} first in this batch"
         elif proposed.id not in active:
             reason = f"refers to {proposed.id}, not an active lesson"
         elif proposed.id in touched:
@@ -212,7 +277,7 @@ def validate_critique(
             if problem := lesson_problem(proposed.text, sources):
                 reason = f"the lesson {problem}"
         if reason:
-            rejected.append(Dropped(operation=proposed.model_dump(), reason=reason))
+            rejected.append(Dropped(operation=proposed.model_dump(), reason=reason, conflict_with=conflict))
             continue
         match proposed:
             case AddLesson():
@@ -260,7 +325,8 @@ async def record_critique(
     await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (timestamp(), *attempt_ids))
 
 
-async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: str, task_id: str) -> CritiqueResult:
+async def _task_of(store: Store, library: str, task_id: str) -> tuple[list[AttemptRecord], Task, str | None]:
+    """The task's attempts not yet critiqued, the task (its images read back), and its ground truth."""
     attempts = await store.attempts(library, task_id)
     pending = [a for a in attempts if a.critiqued_at is None]
     if not pending:
@@ -268,15 +334,37 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
             f"All {len(attempts)} attempts at task {task_id!r} in library {library!r} were critiqued already; "
             "record a new attempt first."
         )
-    task = pending[-1].task
+    task = await anyio.to_thread.run_sync(Task.read, pending[-1].task, pending[-1].images)
     ground_truth = next((a.ground_truth for a in reversed(attempts) if a.ground_truth is not None), None)
-    scope = {"library": library, "task_id": task_id}
+    return pending, task, ground_truth
+
+
+async def critique_task(
+    store: Store,
+    ledger: Ledger,
+    teacher: Model,
+    library: str,
+    task_id: str,
+    settings: GenerationSettings | None = None,
+) -> CritiqueResult:
+    pending, task, ground_truth = await _task_of(store, library, task_id)
+    if task.images:
+        require_images(teacher.name, f"task {task_id}")
+    scope = {"library": library, "task_id": task_id, "settings": settings}
 
     solution = await solve(store, ledger.bind(teacher, "teacher-solve", **scope), task, ground_truth)
-    chains, teacher_chain = await chains_for(store, ledger.bind(teacher, "summarise", **scope), task, pending, solution)
+    chains, reference_chain = await chains_for(
+        store, ledger.bind(teacher, "summarise", **scope), task, pending, solution
+    )
     state = await store.library_state(library)
     reply = await critique_reply(
-        ledger.bind(teacher, "critique", **scope), task, ground_truth, teacher_chain, pending, chains, state
+        ledger.bind(teacher, "critique", **scope),
+        task,
+        solution.note(ground_truth),
+        reference_chain,
+        pending,
+        chains,
+        state,
     )
 
     critique_id = uuid.uuid4().hex[:12]
@@ -288,39 +376,23 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
         "attempt_ids": attempt_ids,
         "teacher": teacher.name,
     }
-    sources = [task, *(a.trajectory for a in pending), *(a.answer or "" for a in pending)]
+    sources = [task.text, *(a.trajectory for a in pending), *(a.answer or "" for a in pending)]
     operations, rejected = validate_critique(reply, {e.id: e.text for e in state.experiences}, sources, provenance)
 
     async def record(db, version: int | None) -> None:
         await record_critique(db, library, critique_id, task_id, teacher.name, attempt_ids, version, reply, rejected)
 
-    # A critique that leaves the library over budget is compressed, and the compression is
-    # planned (the teacher called) before anything is written: a failed or invalid plan leaves
-    # the library as it was, never with the critique applied and the budget broken.
+    # A critique that leaves the library over budget is compressed in the same version, planned
+    # (the teacher called) before anything is written: a failed or invalid plan leaves the
+    # library as it was, and no version ever holds the critique with the budget broken.
     simulation = Simulation(state)
-    for op in operations:
-        simulation.apply(op)
+    operations = [simulation.apply(op) for op in operations]
     planned = None
-    compressor = ledger.bind(teacher, "compress", **scope)
     if simulation.over_budget:
-        after = simulation.result() if operations else state
-        planned = await plan_compression(after, strategy="teacher", teacher=compressor)
-
-    version, applied, compression = state.version, [], None
-    if operations:
-        reason = f"critique {critique_id} of task {task_id} ({len(pending)} attempts)"
-        change = await store.apply(library, operations, "critique", reason, expected_version=state.version, also=record)
-        version, applied = change.version, change.operations
-    else:
-        async with store.transaction() as db:
-            await record(db, None)
-    if planned is not None:
-        try:
-            compression = await planned.apply(store)
-        except Conflict:
-            # Another client changed the library between the two writes: plan again from it.
-            compression = await compress_library(store, library, strategy="teacher", teacher=compressor)
-        version = compression.version
+        compressor = ledger.bind(teacher, "compress", **scope)
+        planned = await plan_compression(simulation.result(), strategy="teacher", teacher=compressor)
+    reason = f"critique {critique_id} of task {task_id} ({len(pending)} attempts)"
+    change = await write_change(store, state, operations, planned, reason, record)
     return CritiqueResult(
         library=library,
         task_id=task_id,
@@ -328,9 +400,11 @@ async def critique_task(store: Store, ledger: Ledger, teacher: Model, library: s
         teacher=teacher.name,
         attempt_ids=attempt_ids,
         reference="ground_truth" if ground_truth is not None else "teacher",
+        teacher_first_right=solution.first_right,
         analysis=reply.analysis,
-        version=version,
-        operations=applied,
+        diagnoses={label: d.model_dump() for label, d in reply.diagnoses.items()},
+        version=change.version if change else state.version,
+        operations=change.operations[: len(operations)] if change else [],
         rejected=rejected,
-        compression=compression,
+        compression=planned.result(dry_run=False, change=change) if planned else None,
     )

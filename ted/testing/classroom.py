@@ -11,6 +11,12 @@ and the same script serves an in-process `ScriptedModel` and the HTTP `ModelServ
     models = classroom.models()                         # name → ScriptedModel, for build_server
     with ModelServer(classroom.reply_to_request): ...   # the same, over real HTTP
 
+It tells what a request asks for by its reply schema, never by the prompt's wording: no schema
+is the student; `Solution`, `Summary`, `CritiqueReply` and `CompressionPlan` are the teacher's
+steps, and the schema says the rest (the labels of the traces to summarise, the wrong attempts
+to diagnose, the lesson ids in priority order). From the text it reads only data: the task's
+question and the lessons' own words.
+
 `models(before=hook)` awaits `hook(step, problem, text)` before each answer — `step` is one of
 student, solve, summarise, critique, compress and `problem` the index `i` of `problems(n)[i]`
 the request is about — so a test can delay, block, fail or interrupt any one call.
@@ -20,10 +26,10 @@ import json
 import operator
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ted.llm.base import Message, OutputSchema
 from ted.llm.scripted import ScriptedModel
-from ted.prompts import COMPRESS_SYSTEM, CRITIQUE_SYSTEM, STUDENT_SYSTEM, SUMMARISE_SYSTEM, TEACHER_SOLVE_SYSTEM
 from ted.testing.model_server import RecordedRequest
 
 SKILLS = {"+": "addition", "-": "subtraction", "*": "multiplication"}
@@ -33,25 +39,38 @@ LESSONS = {
     "multiplication": "For multiplication, split the second factor into tens and units and add the partial products.",
     "addition": "For addition, line up the units before carrying.",
 }
+STEPS = {"Solution": "solve", "Summary": "summarise", "CritiqueReply": "critique", "CompressionPlan": "compress"}
 _QUESTION = re.compile(r"What is (\d+) ([-+*]) (\d+)\?")
-_STEPS = (
-    (COMPRESS_SYSTEM, "compress"),
-    (CRITIQUE_SYSTEM, "critique"),
-    (SUMMARISE_SYSTEM, "summarise"),
-    (TEACHER_SOLVE_SYSTEM, "solve"),
-)
 Hook = Callable[[str, int | None, str], Awaitable[None]]
 
 
-def step_of(text: str) -> str:
-    """Which request a whole request text is: student, solve, summarise, critique or compress."""
-    return next((name for marker, name in _STEPS if marker in text), "student")
+def step_of(output: OutputSchema | None) -> str:
+    """Which step a request is, by its reply schema: student, solve, summarise, critique or compress."""
+    return "student" if output is None else STEPS[output.name]
 
 
 def problem_of(text: str) -> int | None:
     """The index i of the `problems(n)[i]` a request is about (it asks about 12 + 7i), if any."""
-    found = _QUESTION.search(text.split("## Task", 1)[-1])
+    found = _QUESTION.search(text)
     return None if found is None else (int(found.group(1)) - 12) // 7
+
+
+def required(schema: dict[str, Any], field: str) -> list[str]:
+    """The keys a reply schema requires in its object `field`: a Summary's trace labels
+    (`chains`), a critique's wrong attempts (`diagnoses`)."""
+    return list(schema["properties"][field]["required"])
+
+
+def lesson_ids(schema: dict[str, Any]) -> list[str]:
+    """The lesson ids a reply schema offers (the enum of an `id` property), in the order given."""
+    for definition in schema.get("$defs", {}).values():
+        if enum := definition.get("properties", {}).get("id", {}).get("enum"):
+            return list(enum)
+    return []
+
+
+def chain(label: str) -> dict[str, Any]:
+    return {"premises": [f"the numbers of {label}"], "steps": [f"combine them ({label})"], "conclusion": "the result"}
 
 
 def problems(n: int, *, skills: str = "+-*") -> list[dict]:
@@ -68,33 +87,19 @@ class Classroom:
     def __init__(self, *, student: str = "scripted:student", teacher: str = "scripted:teacher"):
         self.student, self.teacher = student, teacher
 
-    def reply(self, text: str) -> str:
+    def reply(self, text: str, output: OutputSchema | None) -> str:
         """The answer to a request whose whole text (system prompt and messages) is `text`."""
-        if COMPRESS_SYSTEM in text:
-            return self._compress(text)
-        if CRITIQUE_SYSTEM in text:
-            return self._critique(text)
-        if SUMMARISE_SYSTEM in text:
-            labels = re.search(r"labelled (.+)\.\s*$", text).group(1).split(", ")
-            return json.dumps(
-                {
-                    "chains": [
-                        {
-                            "label": label,
-                            "premises": ["the two numbers"],
-                            "steps": ["combine them"],
-                            "conclusion": "the result",
-                        }
-                        for label in labels
-                    ]
-                }
-            )
-        question = _QUESTION.search(text)
-        a, op, b = question.groups()
+        step = step_of(output)
+        if step == "compress":
+            return self._compress(output.json_schema)
+        if step == "summarise":
+            return json.dumps({"chains": {label: chain(label) for label in required(output.json_schema, "chains")}})
+        if step == "critique":
+            return self._critique(text, output.json_schema)
+        a, op, b = _QUESTION.search(text).groups()
         right = OPERATORS[op](int(a), int(b))
-        if TEACHER_SOLVE_SYSTEM in text:
-            return f"Work it out: {a} {op} {b} = {right}.\nAnswer: {right}"
-        assert STUDENT_SYSTEM in text, "a request the classroom does not know"
+        if step == "solve":
+            return json.dumps({"reasoning": f"Work it out: {a} {op} {b} = {right}.", "answer": str(right)})
         skill = SKILLS[op]
         cited = re.search(rf"\[(E\d+)\] For {skill}", text)
         if skill == "addition" or cited:
@@ -102,37 +107,39 @@ class Classroom:
             return f"I apply the method{citation}: {a} {op} {b} = {right}.\nAnswer: {right}"
         return f"I guess roughly: {a} {op} {b} is about {right + 1}.\nAnswer: {right + 1}"
 
-    def _critique(self, text: str) -> str:
-        task = text.split("## Task", 1)[1]
-        skill = SKILLS[_QUESTION.search(task).group(2)]
-        library = text.split("## Current library", 1)[1].split("## Task", 1)[0]
-        if f"For {skill}" in library:
-            return json.dumps({"analysis": f"The {skill} lesson exists.", "operations": []})
-        operation = {"op": "add", "text": LESSONS[skill], "rationale": f"The attempts got the {skill} wrong."}
-        return json.dumps({"analysis": f"The student has no method for {skill}.", "operations": [operation]})
+    def _critique(self, text: str, schema: dict[str, Any]) -> str:
+        skill = SKILLS[_QUESTION.search(text).group(2)]
+        diagnoses = {
+            label: {"first_divergent_step": "Step 1: combine them", "error_class": "wrong_method"}
+            for label in required(schema, "diagnoses")
+        }
+        reply = {"analysis": f"The {skill} lesson exists.", "diagnoses": diagnoses, "operations": []}
+        if LESSONS[skill] not in text:
+            operation = {"op": "add", "text": LESSONS[skill], "rationale": f"The attempts got the {skill} wrong."}
+            reply |= {"analysis": f"The student has no method for {skill}.", "operations": [operation]}
+        return json.dumps(reply)
 
-    def _compress(self, text: str) -> str:
-        items = re.findall(r"\[(E\d+)\] priority=([\d.]+) usage=(\d+)", text)
-        if not items:
+    def _compress(self, schema: dict[str, Any]) -> str:
+        ids = lesson_ids(schema)  # lowest priority first
+        if not ids:
             return json.dumps({"operations": []})
-        least = min(items, key=lambda item: (float(item[1]), int(item[0][1:])))[0]
         return json.dumps(
             {
-                "operations": [{"op": "delete", "id": least, "reason": "least used"}]
-                + [{"op": "retain", "id": id_} for id_, _, _ in items if id_ != least]
+                "operations": [{"op": "delete", "id": ids[0], "reason": "least used"}]
+                + [{"op": "retain", "id": id_} for id_ in ids[1:]]
             }
         )
 
     def reply_to_request(self, request: RecordedRequest) -> str:
         """The `ModelServer` script."""
-        return self.reply(request.prompt)
+        return self.reply(request.prompt, request.output)
 
     def model(self, name: str, before: Hook | None = None) -> ScriptedModel:
         async def answer(messages: list[Message], system: str | None, output: OutputSchema | None) -> str:
             text = "\n".join([system or "", *(m.text for m in messages)])
             if before is not None:
-                await before(step_of(text), problem_of(text), text)
-            return self.reply(text)
+                await before(step_of(output), problem_of(text), text)
+            return self.reply(text, output)
 
         return ScriptedModel(answer, name=name)
 

@@ -12,7 +12,9 @@ answers, and it answers from a script:
 Each request — retries included — takes the next entry of the script, in arrival order: a
 string is a normal answer; a `Reply` can also be slow (`Reply.slow`), hang past the client's
 timeout (`Reply.hang`), fail with an HTTP status (`Reply.error(429 | 500 | 529 | …)`, with a
-short retry-after), or break the body (`Reply.broken_json`). A reply that is well-formed on
+short retry-after), break the body (`Reply.broken_json`), or carry reasoning apart from the
+reply (`Reply(text=…, reasoning=…)`: OpenAI-compatible servers' `reasoning_content`, Anthropic's
+`thinking` block). A reply that is well-formed on
 the wire but invalid for the requested schema is just a string such as "not json". The
 script can instead be a function of the `RecordedRequest` (for benchmarks: any number of
 requests, answers that depend on the prompt). `latency=` delays every answer. Every request
@@ -40,6 +42,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ted.llm.base import OutputSchema
+
 Api = Literal["openai", "anthropic"]
 
 
@@ -58,6 +62,7 @@ class Reply(BaseModel):
     should_retry: bool | None = Field(
         None, description="Sent as x-should-retry, which both SDKs obey over their own retry policy."
     )
+    reasoning: str | None = Field(None, description="Reasoning sent apart from the reply, as the wire format has it.")
 
     @classmethod
     def error(cls, status: int, *, retry_after: float | None = 0.01) -> "Reply":
@@ -126,17 +131,18 @@ class RecordedRequest(BaseModel):
         ]
 
     @property
-    def output_schema(self) -> dict[str, Any] | None:
-        """The JSON schema the request asks the reply to follow, if any."""
+    def output(self) -> OutputSchema | None:
+        """The reply schema the request asks for (its name and JSON schema), if any: what a script
+        answers by, rather than the prompt's wording."""
         body = self.body or {}
         if self.api == "anthropic":
             choice = body.get("tool_choice") or {}
             for tool in body.get("tools", []):
                 if choice.get("type") == "any" or tool.get("name") == choice.get("name"):
-                    return tool.get("input_schema")
+                    return OutputSchema(name=tool["name"], json_schema=tool.get("input_schema") or {})
             return None
-        response_format = body.get("response_format") or {}
-        return (response_format.get("json_schema") or {}).get("schema")
+        given = (body.get("response_format") or {}).get("json_schema")
+        return OutputSchema(name=given["name"], json_schema=given.get("schema") or {}) if given else None
 
 
 def _texts(content: Any) -> list[str]:
@@ -302,7 +308,7 @@ class ModelServer:
         text, output_tokens, truncated = _fit(reply.text, _max_tokens(record.body))
         record.input_tokens, record.output_tokens = _tokens(record.prompt), output_tokens
         build = _anthropic_message if record.api == "anthropic" else _openai_completion
-        return JSONResponse(build(record, text, truncated))
+        return JSONResponse(build(record, text, truncated, reply.reasoning))
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -320,11 +326,11 @@ def _fit(text: str, max_tokens: int | None) -> tuple[str, int, bool]:
     return text[: max_tokens * 4], max_tokens, True
 
 
-def _anthropic_message(record: RecordedRequest, text: str, truncated: bool) -> dict[str, Any]:
+def _anthropic_message(record: RecordedRequest, text: str, truncated: bool, reasoning: str | None) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": text}]
     stop_reason = "max_tokens" if truncated else "end_turn"
-    schema, tool_name = record.output_schema, _forced_tool(record.body or {})
-    if schema is not None and tool_name and not truncated:
+    tool_name = _forced_tool(record.body or {})
+    if record.output is not None and tool_name and not truncated:
         try:
             value = json.loads(text)
         except ValueError:
@@ -334,6 +340,8 @@ def _anthropic_message(record: RecordedRequest, text: str, truncated: bool) -> d
         if isinstance(value, dict):
             content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool_name, "input": value}]
             stop_reason = "tool_use"
+    if reasoning is not None:
+        content.insert(0, {"type": "thinking", "thinking": reasoning, "signature": "scripted"})
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
@@ -354,7 +362,10 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
     return tools[0].get("name") if choice.get("type") == "any" and tools else None
 
 
-def _openai_completion(record: RecordedRequest, text: str, truncated: bool) -> dict[str, Any]:
+def _openai_completion(record: RecordedRequest, text: str, truncated: bool, reasoning: str | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning  # vLLM's and DeepSeek's field
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -363,7 +374,7 @@ def _openai_completion(record: RecordedRequest, text: str, truncated: bool) -> d
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "finish_reason": "length" if truncated else "stop",
                 "logprobs": None,
             }
