@@ -65,6 +65,7 @@ def start(command: list[str], stderr: Path) -> subprocess.Popen:
 def test_replies_larger_than_the_pipe_arrive_whole_while_the_client_is_not_reading(db_path, tmp_path):
     async def fill() -> None:
         async with Store.open(db_path) as store:
+            await store.configure("big", token_budget=20_000, max_items=40)  # a big library, within its budget
             ops = [AddOp(text=f"Lesson {n}: " + "check each step " * 110) for n in range(40)]
             await store.apply("big", ops, "import", "test")
 
