@@ -81,7 +81,9 @@ def _data_url_bytes(ref: str) -> bytes:
     if not comma or not header.endswith(";base64"):
         raise InvalidInput("An image data: URL must be base64, e.g. data:image/png;base64,iVBORw0KGgo….")
     if len(payload) > (MAX_IMAGE_BYTES + 2) * 4 // 3 + 4:
-        raise InvalidInput(f"An image data: URL holds more than {MAX_IMAGE_BYTES // 1_048_576} MB; send a smaller image.")
+        raise InvalidInput(
+            f"An image data: URL holds more than {MAX_IMAGE_BYTES // 1_048_576} MB; send a smaller image."
+        )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):

@@ -97,7 +97,9 @@ class RecordedModel:
         if key is not None and (stored := await self._ledger.stored_reply(self._scope["job_id"], key)) is not None:
             return stored.model_copy(update={"model": self.name})
         # Recorded as sent: without the sampling settings the provider does not take.
-        settings = (settings or GenerationSettings()).over(self._settings).keep(getattr(self.inner, "sampling", SAMPLING))
+        settings = (
+            (settings or GenerationSettings()).over(self._settings).keep(getattr(self.inner, "sampling", SAMPLING))
+        )
         call = Call(role=self._role, model=self.name, scope=self._scope, settings=settings, started=time.perf_counter())
         try:
             completion = await self.inner.complete(messages, system=system, output=output, settings=settings)

@@ -3,13 +3,13 @@ real MCP clients. Async tests run on anyio's pytest plugin with the asyncio back
 
 import os
 import shutil
-import struct
-import zlib
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path

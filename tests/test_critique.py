@@ -648,7 +648,9 @@ def test_validate_functions_accept_the_reply_types_directly():
         student_model=None,
         experiences=[Experience(id=f"E{n}", text=f"Lesson {n}.", tokens=3, created_version=1) for n in (1, 2)],
     )
-    ops, dropped = validate_plan(CompressionPlan.model_validate(plan({"op": "delete", "id": "E2", "reason": ""})), state)
+    ops, dropped = validate_plan(
+        CompressionPlan.model_validate(plan({"op": "delete", "id": "E2", "reason": ""})), state
+    )
     assert fit_to_budget(state, ops) == (ops, []) and dropped == []
     reply = CritiqueReply(analysis="", diagnoses={}, operations=[add("Lesson 1."), add("Lesson 3.")])
     ops, rejected = validate_critique(reply, {e.id: e.text for e in state.experiences}, [], {"source": "critique"})

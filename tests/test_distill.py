@@ -12,14 +12,15 @@ from collections import Counter
 import anyio
 import pytest
 
-from ted.errors import InvalidInput, ModelError
+from ted.errors import ConfigError, InvalidInput, ModelError, ModelRefused
 from ted.ledger import Ledger
+from ted.llm import GenerationSettings, ScriptedModel
 from ted.prompts import experience_prompt
 from ted.runs import jobs
 from ted.runs.datasets import dataset_from_items
 from ted.runs.distill import run_job
 from ted.runs.jobs import DistillParams, Job
-from ted.runs.prepare import estimate
+from ted.runs.prepare import estimate, prepare_job
 from ted.runs.report import distill_report
 from ted.store import Store
 from ted.store.records import AddOp
@@ -543,3 +544,113 @@ async def test_estimate_counts_the_protocol_upper_bound():
     assert cheaper.teacher_calls == 2 * 20 + 2 * 20 * 3 and cheaper.input_tokens < guess.input_tokens
     smaller = estimate(params, data.problems, token_budget=500)  # the library rides in every prompt
     assert smaller.input_tokens < guess.input_tokens and smaller.student_calls == guess.student_calls
+
+
+# -- generation settings and reasoning ---------------------------------------------------------
+
+
+async def test_each_roles_generation_settings_reach_every_call_and_the_ledger(store, db_path):
+    student = GenerationSettings(max_tokens=2_000, temperature=0.2, seed=3)
+    teacher = GenerationSettings(max_tokens=30_000, top_p=0.5)
+    job = await create(store, n=6, epochs=1, rollouts=2, student_settings=student, teacher_settings=teacher)
+    models = classroom_models()
+    finished = await run(store, job, models)
+    assert finished.state == "done"
+    assert {r.settings for r in models("scripted:student").requests} == {student}
+    assert {r.settings for r in models("scripted:teacher").requests} == {teacher}
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT role, settings FROM model_calls WHERE job_id = ?", (job.id,)).fetchall()
+    recorded = {role: json.loads(settings) for role, settings in rows}
+    assert recorded["student"] == {"max_tokens": 2000, "temperature": 0.2, "seed": 3}
+    assert recorded["critique"] == recorded["teacher-solve"] == {"max_tokens": 30000, "top_p": 0.5}
+
+
+async def test_generation_settings_layer_given_over_library_over_environment(store, monkeypatch):
+    monkeypatch.setenv("TED_STUDENT_TEMPERATURE", "0.9")
+    monkeypatch.setenv("TED_STUDENT_SEED", "11")
+    monkeypatch.setenv("TED_TEACHER_MAX_TOKENS", "64000")
+    await store.configure(LIB, generation={"student": GenerationSettings(temperature=0.7, top_p=0.8)})
+    data = await dataset_from_items(problems(3))
+    prepared = await prepare_job(
+        store,
+        classroom_models(),
+        data,
+        library=LIB,
+        student="scripted:student",
+        teacher="scripted:teacher",
+        student_settings=GenerationSettings(temperature=0.1),
+    )
+    params = prepared.params
+    assert params.student_settings == GenerationSettings(temperature=0.1, top_p=0.8, seed=11)
+    assert params.teacher_settings == GenerationSettings(max_tokens=64_000)
+    monkeypatch.setenv("TED_TEACHER_TOP_P", "2")
+    with pytest.raises(ConfigError, match="TED_TEACHER_TOP_P='2': Input should be less than or equal to 1"):
+        await prepare_job(store, classroom_models(), data, library=LIB, student="scripted:s", teacher="scripted:t")
+
+
+class Thinker(Classroom):
+    """A classroom whose student returns its reasoning apart from its reply, as thinking models do."""
+
+    def model(self, name, before=None):
+        inner = super().model(name, before)
+        if name != "scripted:student":
+            return inner
+
+        async def answer(messages, system, output):
+            reply = await inner.complete(messages, system=system)
+            return reply.model_copy(update={"reasoning": "First I look at the operator."})
+
+        return ScriptedModel(answer, name=name)
+
+
+async def test_reasoning_returned_apart_is_kept_in_the_trajectory_the_teacher_summarises(store, db_path):
+    job = await create(store, n=3, epochs=1, rollouts=1)
+    models = Thinker().models()
+    assert (await run(store, job, models)).state == "done"
+    summaries = [r for r in models("scripted:teacher").requests if r.output.name == "Summary"]
+    assert len(summaries) == 2 and all("First I look at the operator." in r.messages[0].text for r in summaries)
+    with sqlite3.connect(db_path) as db:
+        trajectories = [t for (t,) in db.execute("SELECT trajectory FROM attempts")]
+    assert all(t.startswith("[reasoning]\nFirst I look at the operator.\n[/reasoning]\n") for t in trajectories)
+
+
+class Mute(Classroom):
+    """A classroom whose teacher never gives a usable critique of the problems in `mute`."""
+
+    def __init__(self, mute: set[int]):
+        super().__init__()
+        self.mute = mute
+
+    def _critique(self, text: str, schema: dict) -> str:
+        return "I'd rather not say." if problem_of(text) in self.mute else super()._critique(text, schema)
+
+
+@pytest.mark.parametrize(
+    ("mute", "share", "state"),
+    [({1}, 1.0, "done"), ({1}, 0.5, "failed"), ({1, 2}, 1.0, "failed")],
+    ids=["one-of-two-default", "one-of-two-at-half", "all-of-a-batch"],
+)
+async def test_a_job_fails_only_at_its_share_of_a_batchs_failed_critiques(store, db_path, mute, share, state):
+    # p1 and p2 are the only critiques of the first batch (p0…p3).
+    job = await create(store, n=4, epochs=1, rollouts=1, concurrency=4, failure_share=share)
+    finished = await run(store, job, classroom_models(classroom=Mute(mute)))
+    assert finished.state == state
+    if state == "done":
+        [failure] = finished.epochs[0].failures
+        assert (failure.problem_id, failure.step) == ("p1", "critique") and "CritiqueReply" in failure.error
+        assert [v.kind for v in await store.history(LIB)] == ["create", "critique"]  # p2's lesson applied
+    else:
+        failed = len(mute)
+        assert f"{failed} of the 2 critiques of batch 1 in epoch 1 could not be made" in finished.error
+        assert [v.kind for v in await store.history(LIB)] == ["create"] and critiques(db_path) == []
+
+
+async def test_a_refused_call_fails_the_job_at_once(store, db_path):
+    async def refuse(step: str, index: int | None, text: str) -> None:
+        if step == "critique":
+            raise ModelRefused("scripted:teacher: the API key was refused (HTTP 401). Set TED_... to a valid key.")
+
+    job = await create(store, n=4, epochs=1, rollouts=1)
+    finished = await run(store, job, classroom_models(refuse))
+    assert finished.state == "failed" and "HTTP 401" in finished.error
+    assert [v.kind for v in await store.history(LIB)] == ["create"]

@@ -450,7 +450,9 @@ async def test_one_problem_whose_teacher_replies_are_always_unusable_is_reported
     [reported] = [f for e in json.loads((report / "report.json").read_text())["epochs"] for f in e["failures"]]
     assert (reported["problem_id"], reported["step"]) == ("p1", "critique")
     assert "did not give a valid CritiqueReply reply" in reported["error"]
-    assert "| 1 | p1 | critique | local:teacher did not give a valid CritiqueReply" in (report / "report.md").read_text()
+    assert (
+        "| 1 | p1 | critique | local:teacher did not give a valid CritiqueReply" in (report / "report.md").read_text()
+    )
 
 
 async def test_a_compression_rate_limited_past_the_retries_falls_back_to_priority(

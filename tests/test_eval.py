@@ -4,6 +4,7 @@ classroom's student adds correctly, and subtracts or multiplies correctly only w
 lesson in its prompt, so every accuracy in a report can be worked out by hand from the problems."""
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,27 @@ async def test_distill_then_eval_end_to_end(classroom, dataset, db_path, tmp_pat
         1.0,
         pytest.approx(1 / 3),
     )
+
+
+async def test_generation_settings_from_the_command_line_the_library_and_the_environment(
+    classroom, dataset, db_path, tmp_path, capsys, monkeypatch
+):
+    assert await ted(db_path, "config", "arith", "--student-top-p", "0.8", "--teacher-max-tokens", "32000") == 0
+    assert 'sampling: student {"top_p":0.8}, teacher {"max_tokens":32000}' in capsys.readouterr().out
+    assert await ted(db_path, "config", "arith", "--student-temperature", "5") == 1
+    assert "Invalid --student-temperature: Input should be less than or equal to 2." in capsys.readouterr().err
+    monkeypatch.setenv("TED_STUDENT_SEED", "7")
+
+    common = ["--dataset", str(dataset), "--library", "arith", "--student", "local:student"]
+    distill = [*common, "--teacher", "local:teacher", "--epochs", "1", "--rollouts", "1"]
+    assert await ted(db_path, "distill", *distill, "--student-temperature", "0.2", "--report", str(tmp_path)) == 0
+    assert await ted(db_path, "eval", *common, "--student-max-tokens", "900", "--report", str(tmp_path / "e")) == 0
+    student = [r.body for r in classroom.requests if "response_format" not in r.body]
+    teacher = [r.body for r in classroom.requests if "response_format" in r.body]
+    distilled, evaluated = student[:N], student[N:]
+    assert all((b["temperature"], b["top_p"], b["seed"], b["max_tokens"]) == (0.2, 0.8, 7, 16_384) for b in distilled)
+    assert all((b.get("temperature"), b["top_p"], b["seed"], b["max_tokens"]) == (None, 0.8, 7, 900) for b in evaluated)
+    assert teacher and all(b["max_tokens"] == 32_000 and "temperature" not in b for b in teacher)
+    with sqlite3.connect(db_path) as db:
+        recorded = {json.loads(s)["max_tokens"] for (s,) in db.execute("SELECT settings FROM model_calls")}
+    assert recorded == {16_384, 900, 32_000}

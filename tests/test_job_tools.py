@@ -4,6 +4,7 @@ and a real SQLite file. A gate on the student keeps a job in flight until the te
 so nothing here depends on how fast anything runs."""
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -11,13 +12,14 @@ import sys
 
 import anyio
 import pytest
-from conftest import dump_database
-from mcp import Client
+from conftest import dump_database, installed_command
+from mcp import Client, StdioServerParameters
 
 from ted.runs import jobs
 from ted.runs.datasets import dataset_from_items
 from ted.runs.jobs import DistillParams
 from ted.store import Store
+from ted.testing import ModelServer
 from ted.testing.classroom import Classroom, problems
 from ted_server import build_server
 
@@ -215,7 +217,9 @@ async def interrupted_jobs(db_path) -> tuple[str, str, str]:
         await jobs.claim(store, orphan.id, f"{socket.gethostname()}:{dead_pid()}")  # lease still valid
         elsewhere = await jobs.create(store, params, data.problems, "inline", config=here)
         await jobs.claim(store, elsewhere.id, "another-host:4242")  # alive, as far as anyone here can tell
-        moved = await jobs.create(store, params, data.problems, "inline", config={"scripted:student": "http://gpu:8000"})
+        moved = await jobs.create(
+            store, params, data.problems, "inline", config={"scripted:student": "http://gpu:8000"}
+        )
         await jobs.claim(store, moved.id, f"{socket.gethostname()}:{dead_pid()}")
     return orphan.id, elsewhere.id, moved.id
 
@@ -271,3 +275,31 @@ async def test_a_stopped_job_resumes_through_the_tool_with_a_higher_cap(db_path,
         done = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60})
         assert (done["state"], done["error"], done["problems_done"]) == ("done", None, 12)
         assert "is done; start a new job" in await error(client, "distill_batch", {"resume": job_id})
+
+
+@pytest.mark.slow
+async def test_the_installed_server_resumes_an_interrupted_job_only_with_resume_jobs(db_path):
+    async with ModelServer(Classroom().reply_to_request) as server:
+        async with Store.open(db_path) as store:
+            data = await dataset_from_items(problems(6))
+            params = DistillParams(library="arith", student="local:student", teacher="local:teacher", epochs=1)
+            where = {"local:student": server.openai_base_url, "local:teacher": server.openai_base_url}
+            job = await jobs.create(store, params, data.problems, "inline", config=where)
+            await jobs.claim(store, job.id, f"{socket.gethostname()}:{dead_pid()}")  # its process was killed
+        env = {**os.environ, "TED_OPENAI_COMPATIBLE_BASE_URL": server.openai_base_url}
+
+        def ted_mcp(*extra: str) -> Client:
+            command = StdioServerParameters(
+                command=installed_command("ted-mcp"), args=["--db", str(db_path), *extra], env=env
+            )
+            return Client(command)
+
+        async with ted_mcp() as client:  # a desktop client opening, an inspector call
+            status = await call(client, "get_job", {"job_id": job.id})
+            await anyio.sleep(1)
+            again = await call(client, "get_job", {"job_id": job.id})
+        assert (status["state"], again["problems_done"], again["owner"]) == ("running", 0, status["owner"])
+        assert server.requests == []  # nothing was paid for
+        async with ted_mcp("--resume-jobs") as client:
+            done = await call(client, "get_job", {"job_id": job.id, "wait": True, "timeout": 60})
+        assert (done["state"], done["problems_done"]) == ("done", 6) and server.requests

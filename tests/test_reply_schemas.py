@@ -117,8 +117,7 @@ def test_the_sent_schema_is_what_openais_own_helper_makes_with_oneof_as_anyof(na
     leaves pydantic's `oneOf` (which strict mode refuses) in place."""
     reply_type = REPLY_TYPES[name]
     theirs = json.loads(
-        json.dumps(openai.pydantic_function_tool(reply_type)["function"]["parameters"])
-        .replace('"oneOf"', '"anyOf"')
+        json.dumps(openai.pydantic_function_tool(reply_type)["function"]["parameters"]).replace('"oneOf"', '"anyOf"')
     )
     _drop_discriminators(theirs)
     assert strict_schema(reply_type) == theirs

@@ -273,7 +273,9 @@ def test_epoch_stats_from_rollout_grades():
     assert epoch_stats(1, {}, library=LibrarySize()).accuracy is None
 
 
-FAILURE = StepFailure(problem_id="p7", step="critique", error="scripted:teacher did not give a valid CritiqueReply reply")
+FAILURE = StepFailure(
+    problem_id="p7", step="critique", error="scripted:teacher did not give a valid CritiqueReply reply"
+)
 COMPRESS_FAILURE = StepFailure(problem_id=None, step="compress", error="HTTP 529")
 
 

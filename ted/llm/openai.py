@@ -71,7 +71,11 @@ class OpenAIModel(ProviderModel):
         if output is not None and self.structured_output == "json_schema":
             params["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": output.name, "schema": output.json_schema, "strict": self.settings.strict_schemas},
+                "json_schema": {
+                    "name": output.name,
+                    "schema": output.json_schema,
+                    "strict": self.settings.strict_schemas,
+                },
             }
         elif output is not None:
             system = join_system(system, schema_instructions(output))

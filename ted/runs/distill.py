@@ -169,7 +169,13 @@ class Distillation:
             step = "critique"
             async with self._unless_unusable(key := f"{tag}/{step}"):
                 reply = await critique_reply(
-                    self._bind(step, problem, key), task, solution.note(problem.answer), reference, attempts, chains, state
+                    self._bind(step, problem, key),
+                    task,
+                    solution.note(problem.answer),
+                    reference,
+                    attempts,
+                    chains,
+                    state,
                 )
         except ModelRefused:
             raise

@@ -81,7 +81,9 @@ class EpochProgress(BaseModel):
     critiques: int = 0
     operations: int = 0
     rejected: int = 0
-    conflicts: int = Field(0, description="Operations dropped because an earlier critique of the batch changed the lesson.")
+    conflicts: int = Field(
+        0, description="Operations dropped because an earlier critique of the batch changed the lesson."
+    )
     failures: list[StepFailure] = Field(default_factory=list, description="Critiques (and compressions) not made.")
     compressions: int = 0
     items: int = 0

@@ -110,7 +110,9 @@ class EpochStats(BaseModel):
     correct: int = Field(ge=0)
     all_correct_groups: int = Field(0, ge=0, description="Problems whose every rollout was correct.")
     critiques: int = Field(0, ge=0)
-    conflicts: int = Field(0, ge=0, description="Operations dropped: an earlier critique of their batch changed the lesson.")
+    conflicts: int = Field(
+        0, ge=0, description="Operations dropped: an earlier critique of their batch changed the lesson."
+    )
     failures: list[StepFailure] = Field(
         default_factory=list, description="Critiques that could not be made (problem, step, error), and compressions."
     )

@@ -103,7 +103,20 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
         "Tokens",
     )
     epochs = [
-        ("0 (start)", "", "", "", "", "", "", "", "", str(r.initial.version), str(r.initial.items), f"{r.initial.tokens:,}")
+        (
+            "0 (start)",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            str(r.initial.version),
+            str(r.initial.items),
+            f"{r.initial.tokens:,}",
+        )
     ]
     for e in r.epochs:
         accuracy = f"{e.accuracy * 100:.1f} % ({e.correct}/{e.rollouts})" if e.accuracy is not None else "–"
