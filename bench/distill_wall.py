@@ -113,11 +113,11 @@ class Sleepy:
         self.inner, self.name, self.latency, self.requests = Classroom().model(name), name, latency, requests
         self.semaphore = asyncio.Semaphore(cap)
 
-    async def complete(self, messages, *, system=None, max_tokens=4096, output=None):
+    async def complete(self, messages, *, system=None, output=None, settings=None):
         async with self.semaphore:
             self.requests.append([self.name.split(":")[1], time.perf_counter()])
             await asyncio.sleep(self.latency)
-            return await self.inner.complete(messages, system=system, max_tokens=max_tokens, output=output)
+            return await self.inner.complete(messages, system=system, output=output, settings=settings)
 
 
 @asynccontextmanager
@@ -202,7 +202,7 @@ def batch_of(call: dict, positions: dict[str, int], size: int, first_summary: di
         return int(m[1]), int(m[2])
     if re.fullmatch(r"compress/v\d+", key):  # a compression outside any batch (at the start or the end)
         return -1, -1
-    if m := re.fullmatch(r"(.+)/solve", key):  # made in the batch that first summarised the problem
+    if m := re.fullmatch(r"(.+)/solve(?:-again)?", key):  # made in the batch that first summarised the problem
         key = first_summary[m[1]]
     m = re.fullmatch(r"e(\d+)/([^/]+)/(?:r\d+|summarise|critique)", key)
     if m is None:
@@ -230,7 +230,7 @@ def bound(run: dict, args: argparse.Namespace, latency: float) -> tuple[list[dic
         else:
             where["teacher"] += 1
             parts = call["call_key"].split("/")  # "<problem>/solve", "e<epoch>/<problem>/<step>"
-            problem = parts[0] if call["role"] == "teacher-solve" else parts[-2]
+            problem = parts[0] if call["role"] == "teacher-solve" else parts[-2]  # "<problem>/solve(-again)"
             where["chains"][problem] += 1
     alone = batches.pop((-1, -1), {"teacher": 0})["teacher"]  # one after another, off any batch
     rows, total, issue = [], alone * latency, alone * latency

@@ -8,17 +8,17 @@ words each, some right, some wrong, citing lessons). `critique_task` then runs t
 path against the local model server (`ted.testing.ModelServer`, real SDK over real HTTP on
 127.0.0.1): the teacher solves the task, summarises the attempts and its solution into chains,
 critiques them (one new lesson, one rewrite), and — the library now over its cap — compresses it
-(two merges, two rewrites, one deletion). The replies are scripted at the size a real teacher
-writes. The figures are the ledger's (`Ledger.totals`): calls, tokens in/out and latency per
-role. Tokens are as the server reports them, 4 characters a token of the system prompt and messages
-(a real provider also counts the JSON schema sent with each structured call: 270-720 tokens).
+(two merges, two rewrites, one deletion), written with the critique as one version. The replies
+are scripted at the size a real teacher writes. The figures are the ledger's (`Ledger.totals`):
+calls, tokens in/out and latency per role. Tokens are as the server reports them, 4 characters a
+token of the system prompt and messages (a real provider also counts the JSON schema sent with
+each structured call).
 It prints figures; it asserts nothing. ~5 s, mostly imports.
 """
 
 import argparse
 import asyncio
 import json
-import re
 import sys
 import tempfile
 import time
@@ -30,11 +30,11 @@ from lessons import LESSONS  # noqa: E402
 from ted import agent  # noqa: E402
 from ted.ledger import Ledger  # noqa: E402
 from ted.llm import AnthropicModel, ModelSettings, OpenAIModel  # noqa: E402
-from ted.prompts import COMPRESS_SYSTEM, CRITIQUE_SYSTEM, SUMMARISE_SYSTEM, TEACHER_SOLVE_SYSTEM  # noqa: E402
 from ted.store import Store  # noqa: E402
 from ted.store.records import AddOp  # noqa: E402
 from ted.teacher.critique import critique_task  # noqa: E402
 from ted.testing import ModelServer, RecordedRequest  # noqa: E402
+from ted.testing.classroom import STEPS, lesson_ids, required  # noqa: E402
 
 USAGE = [12, 9, 0, 4, 7, 1, 0, 3, 15, 2, 0, 6, 5, 1, 8]
 TASK = (
@@ -77,7 +77,8 @@ def trajectory(n: int) -> tuple[str, str]:
     return text, answer
 
 
-SOLUTION = (
+SOLUTION = {"answer": "11:15"}
+SOLUTION["reasoning"] = (
     "Work in tanks per hour. Pipe A adds 1/6 of a tank each hour, pipe B adds 1/4, and pipe C removes 1/12. "
     "With all three open the net rate is 1/6 + 1/4 - 1/12. Over the common denominator 12 this is "
     "2/12 + 3/12 - 1/12 = 4/12 = 1/3 of a tank per hour. The rates add because the pipes work at the same "
@@ -86,7 +87,7 @@ SOLUTION = (
     "At 1/3 of a tank per hour this takes (3/4) / (1/3) = 9/4 hours, which is 2 hours and 15 minutes. "
     "Check: in 2.25 hours pipe A adds 0.375 tank, pipe B adds 0.5625 tank, and pipe C removes 0.1875 tank, "
     "a net 0.75 tank, exactly the three quarters that were missing. "
-    "Starting at 9:00, two hours and fifteen minutes later is 11:15.\nAnswer: 11:15"
+    "Starting at 9:00, two hours and fifteen minutes later is 11:15."
 )
 ANALYSIS = (
     "Two of five attempts are right. Attempt 2 added the draining pipe's rate instead of subtracting it, "
@@ -106,9 +107,8 @@ REWRITE = (
 )
 
 
-def chain(label: str) -> dict:
+def chain() -> dict:
     return {
-        "label": label,
         "premises": [
             "A fills 1 tank in 6 h, B in 4 h",
             "C empties 1 tank in 12 h",
@@ -126,8 +126,7 @@ def chain(label: str) -> dict:
     }
 
 
-def compression_plan(prompt: str) -> dict:
-    ids = re.findall(r"^\[(E\d+)\] priority", prompt, re.M)
+def compression_plan(ids: list[str]) -> dict:
     merged = {ids[2], ids[6], ids[10], ids[14]}
     ops = [
         {
@@ -164,29 +163,25 @@ def compression_plan(prompt: str) -> dict:
 
 
 def teacher(request: RecordedRequest) -> str:
-    if request.api == "openai":
-        system = request.messages[0]["content"]
-    else:
-        system = request.body.get("system")
-        system = system if isinstance(system, str) else system[0]["text"]
-    prompt = request.prompt
-    if system == TEACHER_SOLVE_SYSTEM:
-        return SOLUTION
-    if system == SUMMARISE_SYSTEM:
-        labels = re.search(r"labelled (.+)\.\s*$", prompt).group(1).split(", ")
-        return json.dumps({"chains": [chain(label) for label in labels]})
-    if system == CRITIQUE_SYSTEM:
+    """The teacher's replies, by the reply schema each request asks for."""
+    step, schema = STEPS[request.output.name], request.output.json_schema
+    if step == "solve":
+        return json.dumps(SOLUTION)
+    if step == "summarise":
+        return json.dumps({"chains": {label: chain() for label in required(schema, "chains")}})
+    if step == "critique":
+        diagnosis = {"first_divergent_step": "Step 2: a rate with the wrong sign", "error_class": "wrong_method"}
         return json.dumps(
             {
                 "analysis": ANALYSIS,
+                "diagnoses": {label: diagnosis for label in required(schema, "diagnoses")},
                 "operations": [
                     {"op": "add", "text": NEW_LESSON, "rationale": "Attempts 2 and 5 mishandled the emptying pipe."},
                     {"op": "rewrite", "id": "E11", "text": REWRITE, "rationale": "E11 was cited by the sign error."},
                 ],
             }
         )
-    assert system == COMPRESS_SYSTEM, system
-    return json.dumps(compression_plan(prompt))
+    return json.dumps(compression_plan(lesson_ids(schema)))
 
 
 async def main() -> None:
@@ -244,15 +239,13 @@ async def main() -> None:
         f"budget {before.token_budget})"
     )
     compression = result.compression
-    print(
-        f"critique: {len(result.operations)} operations applied, {len(result.rejected)} rejected → version "
-        f"{compression.version_before if compression else result.version}"
-    )
+    print(f"critique: {len(result.operations)} operations applied, {len(result.rejected)} rejected")
     if compression:
         print(
             f"compression: {len(compression.operations)} operations, {len(compression.dropped)} dropped, "
-            f"budget removals {compression.budget_removals or 'none'} → version {compression.version}"
+            f"budget removals {compression.budget_removals or 'none'}"
         )
+    print(f"both written as one version: {result.version}")
     print(f"library after: {len(after.items)} items, {after.tokens} tokens, over budget: {after.over_budget}")
     print(f"wall time {elapsed * 1000:.0f} ms; requests to the server: {len(server.requests)}\n")
     print(f"{'role':<14}{'calls':>6}{'failed':>8}{'tokens in':>11}{'tokens out':>12}{'latency ms':>12}")
