@@ -14,7 +14,7 @@ first use.
 from ted.agent import add_experience, diff, get_experiences, record_attempt, rollback
 from ted.errors import ConfigError, Conflict, InvalidInput, InvalidReply, ModelError, NotFound, StoreError, TedError
 from ted.ledger import Ledger
-from ted.llm import Completion, Message, Model, ModelSettings, get_model
+from ted.llm import Completion, GenerationSettings, Message, Model, ModelSettings, get_model
 from ted.runs.datasets import Dataset, Problem, dataset_from_items, load_dataset
 from ted.runs.distill import run_job
 from ted.runs.evaluate import evaluate
@@ -30,6 +30,7 @@ from ted.store.records import (
     LibraryState,
     LibraryVersion,
 )
+from ted.tasks import Task
 from ted.teacher.compression import compress_library
 from ted.teacher.critique import critique_task
 
@@ -37,6 +38,7 @@ __all__ = [
     # what an agent or a person does to a library
     "get_experiences",
     "record_attempt",
+    "Task",
     "add_experience",
     "rollback",
     "diff",
@@ -53,6 +55,7 @@ __all__ = [
     "get_model",
     "Model",
     "ModelSettings",
+    "GenerationSettings",
     "Message",
     "Completion",
     "Ledger",

@@ -2,7 +2,7 @@
 
     from ted.llm import get_model, structured
     teacher = get_model("anthropic:claude-sonnet-4-5")
-    reply, completions = await structured(teacher, [Message.user("…")], CritiqueReply)
+    solution, completions = await structured(teacher, [Message.user("…")], Solution)
 
 The adapters are imported on first use (importing the two SDKs takes over a second), so
 `import ted.llm` stays cheap for code that only needs the protocol or the test double.

@@ -1,6 +1,6 @@
 """Replies validated against pydantic models, with exactly one repair call.
 
-    reply, completions = await structured(model, messages, CritiqueReply, system=...)
+    solution, completions = await structured(model, messages, Solution, system=...)
 
 The schema goes to the provider as structured output (tool use, response_format, or the
 prompt — the adapter's choice), in the strict form the providers enforce (`strict_schema`):
