@@ -152,6 +152,8 @@ def test_an_image_needs_exactly_one_source():
         ImagePart()
     with pytest.raises(ValueError, match="exactly one"):
         ImagePart(url="https://example.invalid/a.png", data="aGVsbG8=")
+    with pytest.raises(ValueError, match="read_image decodes data: URLs"):
+        ImagePart(url="data:image/png;base64,aGVsbG8=")
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

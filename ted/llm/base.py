@@ -36,6 +36,9 @@ class ImagePart(BaseModel):
         # Refused here, not in each adapter, so a bad part fails where it is built.
         if (self.url is None) == (self.data is None):
             raise ValueError("An ImagePart needs exactly one of `url` or `data` (base64); ted.images reads files.")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            # A data: URL is inline data: sent as a URL, Anthropic would be asked to fetch it.
+            raise ValueError("An ImagePart's `url` is an http(s) URL; ted.images.read_image decodes data: URLs.")
         return self
 
 
