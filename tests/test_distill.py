@@ -654,3 +654,19 @@ async def test_a_refused_call_fails_the_job_at_once(store, db_path):
     finished = await run(store, job, classroom_models(refuse))
     assert finished.state == "failed" and "HTTP 401" in finished.error
     assert [v.kind for v in await store.history(LIB)] == ["create"]
+
+
+async def test_a_datasets_worked_solution_is_the_reference(store):
+    items = [{**item, "solution": f"Worked solution {item['id']}: {item['answer']}."} for item in problems(3)]
+    data = await dataset_from_items(items)
+    params = DistillParams(library=LIB, student="scripted:student", teacher="scripted:teacher", epochs=1, rollouts=1)
+    job = await jobs.create(store, params, data.problems, "inline", solutions=data.reference_solutions)
+    models = classroom_models()
+    assert (await run(store, job, models)).state == "done"
+    teacher = models("scripted:teacher").requests
+    summaries = [r.messages[0].text for r in teacher if r.output.name == "Summary"]
+    critiques_ = [r.messages[0].text for r in teacher if r.output.name == "CritiqueReply"]
+    assert len(summaries) == 2 and all(f"Worked solution p{i}:" in s for i, s in zip((1, 2), summaries, strict=True))
+    assert all("the dataset's worked solution" in c and "first solution was right" in c for c in critiques_)
+    # The student never sees it.
+    assert not any("Worked solution" in m.text for r in models("scripted:student").requests for m in r.messages)

@@ -390,7 +390,8 @@ async def critique_task(
     planned = None
     if simulation.over_budget:
         compressor = ledger.bind(teacher, "compress", **scope)
-        planned = await plan_compression(simulation.result(), strategy="teacher", teacher=compressor)
+        after = simulation.result() if operations else state
+        planned = await plan_compression(after, strategy="teacher", teacher=compressor)
     reason = f"critique {critique_id} of task {task_id} ({len(pending)} attempts)"
     change = await write_change(store, state, operations, planned, reason, record)
     return CritiqueResult(

@@ -120,8 +120,14 @@ class CompressionPlan(BaseModel):
     operations: list[PlanOperation] = Field(description="One operation per lesson: merge, rewrite, delete or retain.")
 
 
+# OpenAI allows 1,000 enum values in one schema; a library this large is offered plain strings.
+MAX_OFFERED_IDS = 200
+
+
 def _lesson_id(ids: Sequence[str]) -> Any:
     """A lesson id: offered as an enum of `ids`, parsed as any string."""
+    if len(ids) > MAX_OFFERED_IDS:
+        return str
     return Annotated[str, WithJsonSchema({"type": "string", "enum": list(ids)})]
 
 
