@@ -53,7 +53,7 @@ class JobRunner:
             how = (
                 f"`ted distill --resume {job_id}`, distill_batch(resume={job_id!r}), or ted-mcp --resume-jobs"
                 if why is None
-                else f"a process that {why}"
+                else f"`ted distill --resume {job_id}` where its models are reached (not here: {why})"
             )
             _say(
                 f"job {job_id} (library {job.params.library}, {job.problems_done}/"
@@ -66,9 +66,9 @@ class JobRunner:
         try:
             here = jobs.endpoints(self.models(job.params.student), self.models(job.params.teacher))
         except TedError as e:
-            return f"has what this one lacks ({e})"
+            return str(e)
         if job.config and here != job.config:
-            return f"reaches its models as it did ({job.config}; here: {here})"
+            return f"the job reached them at {job.config}, this process at {here}"
         return None
 
     def start(self, job_id: str) -> None:
