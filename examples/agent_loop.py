@@ -96,7 +96,7 @@ def load_problems(path: Path, limit: int | None) -> list[dict[str, Any]]:
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as e:
-        sys.exit(f"Cannot read the dataset {path}: {e}")
+        raise ValueError(f"Cannot read the dataset {path}: {e.strerror}") from None
     return [json.loads(line) for line in lines[:limit]]
 
 
@@ -105,14 +105,32 @@ def ted_mcp_command() -> str:
     beside = Path(sys.executable).parent / ("ted-mcp.exe" if os.name == "nt" else "ted-mcp")
     found = str(beside) if beside.exists() else shutil.which("ted-mcp")
     if not found:
-        sys.exit("ted-mcp is not installed: run `pip install .` at the repository root, in this environment.")
+        raise FileNotFoundError(
+            "ted-mcp is not installed: run `pip install .` at the repository root, in this environment."
+        )
     return found
+
+
+class ToolFailed(Exception):
+    """A tool answered with an error: its message says what to fix."""
+
+
+def run(main, *args) -> int:
+    """`main` on an event loop; an error, however deep in the client's task groups, as one line."""
+    try:
+        return anyio.run(main, *args) or 0
+    except Exception as e:  # a tool's error, a model's, a server that would not start
+        while isinstance(e, ExceptionGroup):
+            e = e.exceptions[0]
+        print(f"{Path(sys.argv[0]).name}: {e}", file=sys.stderr)
+        return 1
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     result = await client.call_tool(tool, arguments)
     if result.is_error:
-        raise RuntimeError(" ".join(getattr(block, "text", "") for block in result.content))
+        text = " ".join(getattr(block, "text", "") for block in result.content)
+        raise ToolFailed(f"{tool} failed: {' '.join(text.split())}")  # one line, however the server wrapped it
     return result.structured_content
 
 
@@ -168,9 +186,8 @@ async def main(options: argparse.Namespace) -> int:
         for n, problem in enumerate(problems, 1):
             try:
                 correct, told = await solve_one(client, ask, model, options.library, problem)
-            except RuntimeError as e:  # a tool refused: say which problem and stop
-                print(f"[{n}/{len(problems)}] {problem['id']}: {e}", file=sys.stderr)
-                return 1
+            except ToolFailed as e:  # say which problem, and stop
+                raise ToolFailed(f"[{n}/{len(problems)}] {problem['id']}: {e}") from None
             right += correct
             print(f"[{n}/{len(problems)}] {problem['id']} {told}", flush=True)
         final = await call(client, "get_experiences", {"library": options.library})
@@ -204,4 +221,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(anyio.run(main, parse()))
+    sys.exit(run(main, parse()))

@@ -40,7 +40,9 @@ def ted_mcp_command() -> str:
     beside = Path(sys.executable).parent / ("ted-mcp.exe" if os.name == "nt" else "ted-mcp")
     found = str(beside) if beside.exists() else shutil.which("ted-mcp")
     if not found:
-        sys.exit("ted-mcp is not installed: run `pip install .` at the repository root, in this environment.")
+        raise FileNotFoundError(
+            "ted-mcp is not installed: run `pip install .` at the repository root, in this environment."
+        )
     return found
 
 
@@ -56,11 +58,26 @@ def connect(options: argparse.Namespace) -> Client:
     return Client(StdioServerParameters(command=ted_mcp_command(), args=args, env=env))
 
 
+class ToolFailed(Exception):
+    """A tool answered with an error: its message says what to fix."""
+
+
+def run(main, *args) -> int:
+    """`main` on an event loop; an error, however deep in the client's task groups, as one line."""
+    try:
+        return anyio.run(main, *args) or 0
+    except Exception as e:  # a tool's error, a model's, a server that would not start
+        while isinstance(e, ExceptionGroup):
+            e = e.exceptions[0]
+        print(f"{Path(sys.argv[0]).name}: {e}", file=sys.stderr)
+        return 1
+
+
 async def call(client: Client, tool: str, arguments: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     result = await client.call_tool(tool, arguments, **kwargs)
     if result.is_error:
         text = " ".join(getattr(block, "text", "") for block in result.content)
-        sys.exit(f"{tool} failed: {text}")
+        raise ToolFailed(f"{tool} failed: {' '.join(text.split())}")  # one line, however the server wrapped it
     return result.structured_content
 
 
@@ -72,7 +89,7 @@ def dataset_argument(options: argparse.Namespace) -> str | list[dict[str, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        sys.exit(f"Cannot read {path}: {e}")
+        raise ValueError(f"Cannot read {path}: {e.strerror}") from None
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -104,10 +121,7 @@ async def start(client: Client, options: argparse.Namespace) -> str | None:
     if not started["started"]:
         return None
     job = started["job"]
-    print(
-        f"job {job['id']} started on library {job['params']['library']} (version {job['library_version']}), "
-        f"student {job['params']['student']}, teacher {job['params']['teacher']}"
-    )
+    print(f"job {job['id']} started on library {job['library']}, student {job['student']}, teacher {job['teacher']}")
     return job["id"]
 
 
@@ -144,8 +158,7 @@ async def cancel_later(client: Client, job_id: str, seconds: float) -> None:
 def describe(status: dict[str, Any], library: dict[str, Any]) -> None:
     print(
         f"job {status['id']} {status['state']}: {status['problems_done']}/"
-        f"{status['problems_total'] * status['params']['epochs']} problem-epochs"
-        + (f"; error: {status['error']}" if status["error"] else "")
+        f"{status['problems_total']} problem-epochs" + (f"; error: {status['error']}" if status["error"] else "")
     )
     for epoch in status["epochs"]:
         accuracy = f"{epoch['correct'] / epoch['attempts']:.0%}" if epoch["attempts"] else "–"
@@ -224,4 +237,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(anyio.run(main, parse()))
+    sys.exit(run(main, parse()))

@@ -27,15 +27,32 @@ def ted_mcp_command() -> str:
     beside = Path(sys.executable).parent / ("ted-mcp.exe" if os.name == "nt" else "ted-mcp")
     found = str(beside) if beside.exists() else shutil.which("ted-mcp")
     if not found:
-        sys.exit("ted-mcp is not installed: run `pip install .` at the repository root, in this environment.")
+        raise FileNotFoundError(
+            "ted-mcp is not installed: run `pip install .` at the repository root, in this environment."
+        )
     return found
+
+
+class ToolFailed(Exception):
+    """A tool answered with an error: its message says what to fix."""
+
+
+def run(main, *args) -> int:
+    """`main` on an event loop; an error, however deep in the client's task groups, as one line."""
+    try:
+        return anyio.run(main, *args) or 0
+    except Exception as e:  # a tool's error, a model's, a server that would not start
+        while isinstance(e, ExceptionGroup):
+            e = e.exceptions[0]
+        print(f"{Path(sys.argv[0]).name}: {e}", file=sys.stderr)
+        return 1
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     result = await client.call_tool(tool, arguments)
     if result.is_error:
         text = " ".join(getattr(block, "text", "") for block in result.content)
-        sys.exit(f"{tool} failed: {text}")
+        raise ToolFailed(f"{tool} failed: {' '.join(text.split())}")  # one line, however the server wrapped it
     return result.structured_content
 
 
@@ -89,4 +106,4 @@ if __name__ == "__main__":
     parser.add_argument("--db", help="SQLite file for the library (default: $TED_DB or the user data directory).")
     parser.add_argument("--library", default="quickstart", help="Library name (default: quickstart).")
     options = parser.parse_args()
-    anyio.run(main, options.db, options.library)
+    sys.exit(run(main, options.db, options.library))

@@ -1,6 +1,7 @@
 """`ted-mcp`: run the server over stdio (what Claude Desktop launches) or streamable HTTP."""
 
 import argparse
+import importlib.metadata
 import os
 import sys
 
@@ -10,9 +11,15 @@ from ted_server.app import build_server
 from ted_server.http import MissingToken, http_app, serve
 from ted_server.stdio import run_stdio
 
+WAITING = (
+    "ted-mcp: waiting for an MCP client on stdin. Clients such as Claude Desktop start this command "
+    "themselves (`ted setup CLIENT` prints their configuration); press Ctrl-C to quit."
+)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ted-mcp", description="The ted-mcp experience-library MCP server.")
+    parser.add_argument("--version", action="version", version=f"ted-mcp {importlib.metadata.version('ted-mcp')}")
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1).")
     parser.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765).")
@@ -33,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     mcp = build_server(args.db, resume_jobs=args.resume_jobs)
     try:
         if args.transport == "stdio":
+            if sys.stdin.isatty():  # a person, not a client: say what this is and how to leave
+                print(WAITING, file=sys.stderr, flush=True)
             anyio.run(run_stdio, mcp)
         else:
             app = http_app(mcp, args.host, args.token)
@@ -41,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     except MissingToken as e:
         parser.exit(2, f"ted-mcp: {e}\n")
     except KeyboardInterrupt:
-        pass
+        parser.exit(130, "ted-mcp: stopped.\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ resource error), so the calling agent reads what to fix, and nothing was written
 import functools
 import importlib
 import importlib.metadata
+import inspect
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,13 +19,14 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 
 from ted.errors import TedError
 from ted.ledger import Ledger
 from ted.llm.base import Model
 from ted.llm.registry import get_model
-from ted.prompts import SERVER_INSTRUCTIONS
+from ted.prompts import server_instructions
 from ted.store import Store
 from ted.store.database import default_db_path
 from ted_server import job_tools, library_tools, resources, teacher_tools
@@ -31,24 +34,34 @@ from ted_server.context import Ted
 from ted_server.runner import JobRunner
 
 
-def _hints(read_only: bool = False, destructive: bool = False, open_world: bool = False) -> ToolAnnotations:
+def _hints(
+    read_only: bool = False, destructive: bool = False, idempotent: bool | None = None, open_world: bool = False
+) -> ToolAnnotations:
     return ToolAnnotations(
-        read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=read_only, open_world_hint=open_world
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=read_only if idempotent is None else idempotent,
+        open_world_hint=open_world,
     )
 
 
-# Every tool with its annotations; the teacher tools call the configured model provider: open world.
-TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations]] = [
-    (library_tools.get_experiences, _hints(read_only=True)),
-    (library_tools.record_attempt, _hints()),
-    (library_tools.add_experience, _hints()),
-    (library_tools.list_libraries, _hints(read_only=True)),
-    (library_tools.rollback_library, _hints(destructive=True)),
-    (teacher_tools.request_critique, _hints(open_world=True)),
-    (teacher_tools.compress_library, _hints(destructive=True, open_world=True)),
-    (job_tools.distill_batch, _hints(open_world=True)),
-    (job_tools.get_job, _hints(read_only=True)),
-    (job_tools.cancel_job, _hints(destructive=True)),
+# Every tool with its title and annotations; the teacher tools call the configured model
+# provider: open world.
+TOOLS: list[tuple[Callable[..., Awaitable[Any]], str, ToolAnnotations]] = [
+    (library_tools.get_experiences, "Read the experience library", _hints(read_only=True)),
+    (library_tools.record_attempt, "Record an attempt", _hints()),
+    (library_tools.add_experience, "Add a lesson", _hints()),
+    (library_tools.edit_experience, "Edit a lesson", _hints(destructive=True, idempotent=True)),
+    (library_tools.remove_experience, "Remove a lesson", _hints(destructive=True, idempotent=True)),
+    (library_tools.list_libraries, "List libraries", _hints(read_only=True)),
+    (library_tools.rollback_library, "Roll a library back", _hints(destructive=True)),
+    (library_tools.delete_library, "Delete a library", _hints(destructive=True, idempotent=True)),
+    (teacher_tools.request_critique, "Ask the teacher for a critique", _hints(open_world=True)),
+    (teacher_tools.compress_library, "Compress a library", _hints(destructive=True, open_world=True)),
+    (job_tools.distill_batch, "Distil a library over a dataset", _hints(open_world=True)),
+    (job_tools.get_job, "Follow a job", _hints(read_only=True)),
+    (job_tools.list_jobs, "List jobs", _hints(read_only=True)),
+    (job_tools.cancel_job, "Cancel a job", _hints(destructive=True, idempotent=True)),
 ]
 
 
@@ -63,6 +76,59 @@ def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Ca
             raise error(str(e)) from e
 
     return wrapper
+
+
+# What a reply's schema does without: the limits and defaults of what a caller may send, and
+# which fields are required (a reply carries every field, within the server's own limits), and
+# prose. A client checks a reply against its schema; the model reads the reply itself, and the
+# tool's description says what it means.
+REPLY_DROPS = frozenset(
+    {"default", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+    | {"minItems", "maxItems", "description", "required"}
+)
+
+
+def compact(schema: Any, reply: bool = False) -> Any:
+    """A tool's JSON schema without what every client loads with tools/list and never needs.
+
+    Gone everywhere: the titles pydantic derives from names ("library" → "Library"), a sixth
+    of the list, and the docstrings of the records in `$defs`, written for Python readers (the
+    argument that takes one has its own description). Gone from a reply's schema: `REPLY_DROPS`.
+    Only keywords go: a property that is itself named "title" or "description" is kept.
+    """
+    if isinstance(schema, list):
+        return [compact(item, reply) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    dropped = REPLY_DROPS | {"title"} if reply else {"title"}
+    kept = {}
+    for key, value in schema.items():
+        if key == "$defs":
+            kept[key] = {
+                name: {k: v for k, v in compact(sub, reply).items() if k != "description"}
+                for name, sub in value.items()
+            }
+        elif key == "properties":
+            kept[key] = {name: compact(sub, reply) for name, sub in value.items()}
+        elif key not in dropped:
+            kept[key] = compact(value, reply)
+    match kept.get("anyOf"):
+        # A reply's `X | None`, as one type: what pydantic spells anyOf [{type: X}, {type: null}].
+        case [{"type": str(one)}, {"type": "null"}] if reply and len(kept["anyOf"][0]) == 1:
+            del kept["anyOf"]
+            kept["type"] = [one, "null"]
+    return kept
+
+
+def tool(fn: Callable[..., Awaitable[Any]], title: str, hints: ToolAnnotations) -> Tool:
+    """`fn` as an MCP tool: its docstring, dedented, as the description, and compact schemas."""
+    made = Tool.from_function(
+        reported_as(ToolError, fn), title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=hints
+    )
+    made.parameters = compact(made.parameters)
+    # The SDK reads the output schema from the metadata when tools are listed.
+    made.fn_metadata.output_schema = compact(made.fn_metadata.output_schema, reply=True)
+    return made
 
 
 def build_server(
@@ -101,12 +167,12 @@ def build_server(
         "ted-mcp",
         title="TED experience library",
         version=importlib.metadata.version("ted-mcp"),
-        instructions=SERVER_INSTRUCTIONS,
+        instructions=server_instructions(os.environ.get("TED_TEACHER")),
         lifespan=lifespan,
         log_level="WARNING",
+        tools=[tool(fn, title, hints) for fn, title, hints in TOOLS],
+        middleware=[resources.libraries_listed],
     )
-    for tool, hints in TOOLS:
-        mcp.tool(annotations=hints)(reported_as(ToolError, tool))
     for uri, name, description, mime_type, read in resources.RESOURCES:
         mcp.resource(uri, name=name, description=description, mime_type=mime_type)(reported_as(ResourceError, read))
     mcp.prompt(title="Solve with experiences")(resources.solve_with_experiences)

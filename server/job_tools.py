@@ -1,4 +1,4 @@
-"""The tools for distillation jobs: start one over a dataset, follow it, cancel it."""
+"""The tools for distillation jobs: start one over a dataset, follow it, cancel it, list them."""
 
 from typing import Annotated, Any
 
@@ -10,12 +10,13 @@ from ted.errors import InvalidInput
 from ted.llm.base import GenerationSettings
 from ted.runs import jobs
 from ted.runs.datasets import Dataset, dataset_from_items, load_dataset
-from ted.runs.jobs import Compression, JobStatus
+from ted.runs.jobs import Compression, JobStatus, JobSummary
 from ted.runs.prepare import Estimate, create_job, prepare_job, prepare_resume
 from ted.store.records import LibraryName
 from ted_server.context import ted
 
-JobId = Annotated[str, Field(min_length=1, max_length=64)]
+JobId = Annotated[str, Field(min_length=1, max_length=64, description="A job id, e.g. 'job-1a2b3c4d5e6f'.")]
+ModelName = Annotated[str | None, Field(description="provider:model; default: the library's, else the server's.")]
 Sampling = Annotated[
     GenerationSettings | None,
     Field(description="max_tokens, temperature, top_p, seed; over the library's and TED_STUDENT_* / TED_TEACHER_*."),
@@ -28,7 +29,11 @@ FailureShare = Annotated[
 class DistillStarted(BaseModel):
     started: bool
     estimate: Estimate
-    job: JobStatus | None
+    job: JobSummary | None = Field(description="The job started or resumed; follow it with get_job.")
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
 
 
 async def distill_batch(
@@ -41,15 +46,11 @@ async def distill_batch(
         ),
     ] = None,
     library: LibraryName = "default",
-    epochs: Annotated[int, Field(ge=1, le=100)] = 3,
+    epochs: Annotated[int, Field(ge=1, le=100, description="Passes over the dataset.")] = 3,
     rollouts: Annotated[int, Field(ge=1, le=64, description="Student attempts per problem and epoch.")] = 5,
     concurrency: Annotated[int, Field(ge=1, le=256, description="Problems in flight; 1 = strict order.")] = 8,
-    student: Annotated[
-        str | None, Field(description="provider:model; default: the library's, else TED_STUDENT.")
-    ] = None,
-    teacher: Annotated[
-        str | None, Field(description="provider:model; default: the library's, else TED_TEACHER.")
-    ] = None,
+    student: ModelName = None,
+    teacher: ModelName = None,
     compression: Annotated[
         Compression, Field(description="teacher (the method); none, truncate, random reproduce the ablations.")
     ] = "teacher",
@@ -62,12 +63,9 @@ async def distill_batch(
     max_tokens: Annotated[int | None, Field(gt=0, description="Stop cleanly at this many tokens.")] = None,
     estimate_only: Annotated[bool, Field(description="Return the estimate without starting.")] = False,
     resume: Annotated[
-        str | None,
+        JobId | None,
         Field(
-            min_length=1,
-            max_length=64,
-            description="The id of a failed, stopped or interrupted job to "
-            "resume instead of starting one; of the other arguments only the caps apply.",
+            description="A failed, cancelled or stopped job to continue; of the other arguments only the caps apply."
         ),
     ] = None,
 ) -> DistillStarted:
@@ -76,7 +74,7 @@ async def distill_batch(
     Each epoch the student answers every problem `rollouts` times with the library in its
     prompt; the teacher critiques the groups with wrong answers and the library is
     compressed to its budget. Follow it with get_job (wait=true to receive progress),
-    stop it with cancel_job, and continue a failed or stopped one with resume=<job id>
+    stop it with cancel_job, and continue a failed, cancelled or stopped one with resume=<job id>
     (calls already paid for are not repeated). The reply carries an estimate of calls and tokens.
     """
     shared = ted(ctx)
@@ -108,8 +106,9 @@ async def distill_batch(
             return DistillStarted(started=False, estimate=prepared.estimate, job=None)
         job_id = (await create_job(shared.store, prepared)).id
         shared.runner.start(job_id)
-    status = await jobs.status(shared.store, shared.ledger, job_id)
-    return DistillStarted(started=True, estimate=prepared.estimate, job=status)
+    return DistillStarted(
+        started=True, estimate=prepared.estimate, job=(await jobs.get(shared.store, job_id)).summary()
+    )
 
 
 async def _dataset(dataset: str | list[dict[str, Any]] | None, limit: int | None) -> Dataset:
@@ -137,7 +136,7 @@ async def get_job(
         epochs = status.params.epochs
         await ctx.report_progress(
             status.problems_done,
-            status.problems_total * epochs,
+            status.problems_total,
             f"epoch {min(status.epoch + 1, epochs)}/{epochs}, library v{status.library_version}, {status.state}",
         )
 
@@ -156,12 +155,24 @@ async def get_job(
     return status
 
 
-async def cancel_job(ctx: Context, job_id: JobId) -> JobStatus:
+async def cancel_job(ctx: Context, job_id: JobId) -> JobSummary:
     """Stop a job cleanly: the batch in flight is dropped, everything applied before it stays.
 
-    Returns once the job has stopped; a job run by another server process stops when that
-    process next looks (cancel_requested is then true and get_job shows it end).
+    Not final: a cancelled job keeps its place, and distill_batch(resume=job_id) continues it
+    without repeating a paid call. Returns once the job has stopped; a job run by another server
+    process stops when that process next looks (get_job then shows it end).
     """
     shared = ted(ctx)
-    await shared.runner.cancel(job_id)
-    return await jobs.status(shared.store, shared.ledger, job_id)
+    return (await shared.runner.cancel(job_id)).summary()
+
+
+async def list_jobs(
+    ctx: Context,
+    library: Annotated[LibraryName | None, Field(description="Only this library's jobs.")] = None,
+    limit: Annotated[int, Field(ge=1, le=200, description="At most this many, newest first.")] = 20,
+) -> JobList:
+    """List distillation jobs, newest first: id, library, state, progress, models, error.
+
+    Use it to find a job id again; get_job gives one job's details and cost.
+    """
+    return JobList(jobs=[job.summary() for job in await jobs.listed(ted(ctx).store, library=library, limit=limit)])

@@ -1,5 +1,6 @@
-"""The tools an agent uses before and after every task: read the library, record an attempt,
-add a lesson, list the libraries, roll back. No model is called."""
+"""The tools an agent uses before and after every task, and to look after a library by hand:
+read the library, record an attempt, add, edit or remove a lesson, list, roll back or delete a
+library. No model is called."""
 
 from typing import Annotated
 
@@ -8,6 +9,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from ted import agent
+from ted.errors import InvalidInput
 from ted.images import MAX_IMAGES
 from ted.store.records import (
     MAX_CITED_IDS,
@@ -17,6 +19,7 @@ from ted.store.records import (
     ExperienceId,
     ExperiencePrompt,
     ExperienceText,
+    LibraryDeleted,
     LibraryList,
     LibraryName,
     TaskId,
@@ -38,7 +41,13 @@ Images = Annotated[
 async def get_experiences(
     ctx: Context,
     library: LibraryName = "default",
-    task: Annotated[TaskText | None, Field(description="The task you are about to solve (optional).")] = None,
+    task: Annotated[
+        TaskText | None,
+        Field(
+            description="Optional: the task you are about to solve. It does not select lessons (all are returned); "
+            "its hash comes back as task_id, the id record_attempt gives the task."
+        ),
+    ] = None,
     images: Images = [],
 ) -> Annotated[CallToolResult, ExperiencePrompt]:
     """Read the experience library before you solve a task.
@@ -60,12 +69,25 @@ async def record_attempt(
     ctx: Context,
     task: TaskText,
     trajectory: TrajectoryText,
-    answer: AnswerText | None = None,
+    answer: Annotated[AnswerText | None, Field(description="Your final answer; a number is fine.")] = None,
     library: LibraryName = "default",
-    task_id: TaskId | None = None,
-    ground_truth: AnswerText | None = None,
+    task_id: Annotated[
+        TaskId | None,
+        Field(
+            description="Your id for the task (no spaces; default: get_experiences' task_id). Attempts "
+            "with the same id are critiqued together."
+        ),
+    ] = None,
+    ground_truth: Annotated[
+        AnswerText | None, Field(description="The correct answer, when known: the attempt is graded against it.")
+    ] = None,
     correct: Annotated[bool | None, Field(description="Your verdict when there is no ground truth.")] = None,
-    used_experience_ids: Annotated[list[ExperienceId], Field(max_length=MAX_CITED_IDS)] = [],
+    used_experience_ids: Annotated[
+        list[ExperienceId],
+        Field(
+            max_length=MAX_CITED_IDS, description="Ids of the lessons you applied; [E3] in the trajectory counts too."
+        ),
+    ] = [],
     model: Annotated[str | None, Field(max_length=200, description="The model that made the attempt.")] = None,
     images: Images = [],
 ) -> AttemptResult:
@@ -97,8 +119,25 @@ async def add_experience(ctx: Context, text: ExperienceText, library: LibraryNam
 
     Write a general lesson that helps with many tasks of this kind (a reasoning pattern
     that works, or a failure to avoid), never the answer to one task. Makes a new version.
+    A lesson the library already has (case and spacing aside) is refused with its id.
     """
     return await agent.add_experience(ted(ctx).store, library, text, source="add_experience")
+
+
+LessonId = Annotated[ExperienceId, Field(description="The lesson's id, e.g. 'E3' (see get_experiences).")]
+
+
+async def edit_experience(ctx: Context, library: LibraryName, id: LessonId, text: ExperienceText) -> ChangeResult:
+    """Reword one lesson: it keeps its id and usage counts; the change is a new version.
+
+    The new text is checked like a new lesson's, and may not repeat another lesson.
+    """
+    return await agent.edit_experience(ted(ctx).store, library, id, text, source="edit_experience")
+
+
+async def remove_experience(ctx: Context, library: LibraryName, id: LessonId) -> ChangeResult:
+    """Remove one lesson from a library, as a new version (rollback_library brings it back)."""
+    return await agent.remove_experience(ted(ctx).store, library, id, source="remove_experience")
 
 
 async def list_libraries(ctx: Context) -> LibraryList:
@@ -116,3 +155,18 @@ async def rollback_library(
     History is kept: the rollback is itself a new version, so it can be undone too.
     """
     return await agent.rollback(ted(ctx).store, library, version)
+
+
+async def delete_library(
+    ctx: Context,
+    library: LibraryName,
+    confirm: Annotated[str, Field(max_length=64, description="The library's name again, to confirm.")],
+) -> LibraryDeleted:
+    """Delete a library for good: its lessons, every version and its recorded attempts.
+
+    Cannot be undone (export it first with `ted export` to keep a copy). Ask the user before
+    calling this. Refused while one of its jobs is running.
+    """
+    if confirm != library:
+        raise InvalidInput(f"To delete library {library!r}, pass confirm={library!r}; nothing was deleted.")
+    return await ted(ctx).store.delete_library(library)

@@ -1,16 +1,24 @@
 """What a client can read without a tool call: a library's prompt and history, a job; and the
-`solve_with_experiences` prompt that frames a task with a library's lessons."""
+`solve_with_experiences` prompt that frames a task with a library's lessons.
 
+The resources are templates; `resources/list` also names every library's prompt, so a client
+that browses resources (the Inspector, Claude Desktop's attach menu) finds the libraries.
+"""
+
+from typing import Annotated, Any
+
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS
+from mcp.types import INVALID_PARAMS, Resource
+from pydantic import Field
 
 from ted import agent
 from ted.errors import TedError
 from ted.prompts import solve_prompt
 from ted.runs import jobs
 from ted.store.records import library_name
-from ted_server.context import ted
+from ted_server.context import Ted, ted
 
 
 async def experience_prompt(library: str, ctx: Context) -> str:
@@ -53,7 +61,28 @@ RESOURCES = [
 ]
 
 
-async def solve_with_experiences(task: str, ctx: Context, library: str = "default") -> str:
+async def libraries_listed(ctx: ServerRequestContext[Ted, Any], call_next) -> Any:
+    """Server middleware: `resources/list` as the SDK answers it, plus each library's prompt."""
+    result = await call_next(ctx)
+    if ctx.method != "resources/list":
+        return result
+    for library in await ctx.lifespan_context.store.list_libraries():
+        listed = Resource(
+            uri=f"ted://libraries/{library.name}/prompt",
+            name=library.name,
+            title=f"Lessons of {library.name}",
+            description=f"version {library.version}: {library.items} lessons, {library.tokens} tokens",
+            mime_type="text/markdown",
+        )
+        result["resources"].append(listed.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return result
+
+
+async def solve_with_experiences(
+    task: Annotated[str, Field(description="The task to solve.")],
+    ctx: Context,
+    library: Annotated[str, Field(description="The library whose lessons to apply (default: 'default').")] = "default",
+) -> str:
     """A task framed with the library's lessons and the request to cite them."""
     try:
         prompt = await agent.get_experiences(ted(ctx).store, library_name(library))

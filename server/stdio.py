@@ -8,8 +8,10 @@ the stream it is given: a line is read when the loop sees stdin readable, and a 
 in one `os.write` on a non-blocking descriptor (waiting for room only if the client lets the
 pipe fill up). Parsing and serializing are the SDK's own, as in its transport.
 
-Only pipes and sockets are served this way. A terminal or a file on stdin or stdout, Windows,
-or an SDK without what this needs gets the SDK's transport, unchanged.
+Pipes, sockets and a terminal are served this way: someone who runs `ted-mcp` by hand gets a
+server that Ctrl-C stops at once, where the SDK's transport sits in a worker thread blocked on
+the terminal until Ctrl-D. A file on stdin or stdout, Windows, or an SDK without what this needs
+gets the SDK's transport, unchanged.
 """
 
 import os
@@ -101,7 +103,8 @@ class MessageReader:
 
 
 class MessageWriter:
-    """The server's write stream: each message is one line, written whole; `fd` is non-blocking."""
+    """The server's write stream: each message is one line, written whole; `fd` is non-blocking
+    (or a terminal, whose writes do not wait for a reader)."""
 
     def __init__(self, fd: int):
         self._fd = fd
@@ -177,8 +180,10 @@ def claim_stdio() -> Iterator[Wire | None]:
 
     try:
         # O_NONBLOCK belongs to the open file, shared by every descriptor dup'ed from it: never
-        # set it on a pipe that is also our stderr, nor on a terminal, which usually is.
-        usable = _is_pipe(0) and _is_pipe(1) and not _same_file(1, 2)
+        # set it on a pipe that is also our stderr, nor on a terminal, which usually is. A
+        # terminal is written to as it is (blocking): it takes a line without waiting on anyone.
+        terminal_out = os.isatty(1)
+        usable = (_is_pipe(0) or os.isatty(0)) and (terminal_out or (_is_pipe(1) and not _same_file(1, 2)))
     except OSError:
         usable = False
     if not usable:
@@ -194,7 +199,8 @@ def claim_stdio() -> Iterator[Wire | None]:
         os.dup2(devnull, 0)
         os.close(devnull)
         os.dup2(2, 1)
-        os.set_blocking(wire_out, False)
+        if not terminal_out:
+            os.set_blocking(wire_out, False)
         yield Wire(wire_in, wire_out)
     finally:
         sys.stdout.flush()  # what handlers printed belongs on stderr, where fd 1 points until now

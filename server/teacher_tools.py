@@ -1,18 +1,22 @@
 """The tools that call the teacher model: a critique of recorded attempts, a compression."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
+from ted import agent
 from ted.store.records import LibraryName, TaskId
-from ted.teacher.compression import CompressionResult
-from ted.teacher.compression import compress_library as compress
+from ted.teacher.compression import CompressionResult, Strategy
 from ted.teacher.critique import CritiqueResult, critique_task
 from ted_server.context import ted
 
 
-async def request_critique(ctx: Context, task_id: TaskId, library: LibraryName = "default") -> CritiqueResult:
+async def request_critique(
+    ctx: Context,
+    task_id: Annotated[TaskId, Field(description="The task_id record_attempt returned for the attempts to critique.")],
+    library: LibraryName = "default",
+) -> CritiqueResult:
     """Ask the teacher to critique your recorded attempts at a task and update the library.
 
     Call it after record_attempt, once the task has a ground truth or an outcome. The
@@ -20,6 +24,7 @@ async def request_critique(ctx: Context, task_id: TaskId, library: LibraryName =
     turns what it finds into general lessons: new ones, sharper wordings, deletions. The
     reply lists what changed and the new version; the library is compressed if it grew
     past its budget. Lessons that copy the attempts or address the agent are rejected.
+    Needs a teacher model on the server; without one, skip it and keep recording attempts.
     """
     shared = ted(ctx)
     state = await shared.store.library_state(library)
@@ -31,7 +36,7 @@ async def compress_library(
     ctx: Context,
     library: LibraryName = "default",
     strategy: Annotated[
-        Literal["teacher", "truncate", "random"],
+        Strategy,
         Field(description="teacher: merge/rewrite/delete/retain by the teacher; truncate and random are ablations."),
     ] = "teacher",
     dry_run: Annotated[bool, Field(description="Show the plan without applying it.")] = False,
@@ -45,9 +50,6 @@ async def compress_library(
     rollback_library); with dry_run=true nothing changes.
     """
     shared = ted(ctx)
-    state = await shared.store.library_state(library)
-    teacher = None
-    if strategy == "teacher":
-        settings = state.generation_for("teacher")
-        teacher = shared.ledger.bind(shared.teacher(state), "compress", library=library, settings=settings)
-    return await compress(shared.store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)
+    return await agent.compress(
+        shared.store, shared.ledger, shared.models, library, strategy=strategy, dry_run=dry_run, seed=seed
+    )

@@ -11,7 +11,15 @@ Nothing heavy is imported here: the provider SDKs, numpy, matplotlib and math-ve
 first use.
 """
 
-from ted.agent import add_experience, diff, get_experiences, record_attempt, rollback
+from ted.agent import (
+    add_experience,
+    diff,
+    edit_experience,
+    get_experiences,
+    record_attempt,
+    remove_experience,
+    rollback,
+)
 from ted.errors import ConfigError, Conflict, InvalidInput, InvalidReply, ModelError, NotFound, StoreError, TedError
 from ted.ledger import Ledger
 from ted.llm import Completion, GenerationSettings, Message, Model, ModelSettings, get_model
@@ -40,6 +48,8 @@ __all__ = [
     "record_attempt",
     "Task",
     "add_experience",
+    "edit_experience",
+    "remove_experience",
     "rollback",
     "diff",
     # the store and its records

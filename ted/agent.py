@@ -3,14 +3,16 @@ the `ted` CLI, on top of the store. Arguments arrive already validated by the ty
 `ted.store.records`; what needs the store to check (ids, versions) is checked here or there.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio.to_thread
 
 from ted.citations import cited_ids
-from ted.errors import InvalidInput
+from ted.errors import InvalidInput, NotFound
 from ted.gate import injection_problem
 from ted.grading import grade_attempt
+from ted.ledger import Ledger
+from ted.llm.base import Model
 from ted.store import Store
 from ted.store.records import (
     MAX_EXPERIENCE_CHARS,
@@ -19,6 +21,7 @@ from ted.store.records import (
     ChangedItem,
     ChangeResult,
     DeleteOp,
+    Experience,
     ExperiencePrompt,
     NewAttempt,
     Operation,
@@ -27,6 +30,7 @@ from ted.store.records import (
     VersionDiff,
 )
 from ted.tasks import Task
+from ted.teacher.compression import CompressionResult, Strategy, compress_library
 
 
 async def get_experiences(
@@ -87,7 +91,11 @@ async def record_attempt(
     )
 
 
-async def add_experience(store: Store, library: str, text: str, source: str = "manual") -> ChangeResult:
+def checked_lesson(text: str) -> str:
+    """A lesson written by an agent or a person, as it may be stored; InvalidInput says what to change.
+
+    Every hand-written lesson (added or edited) passes here.
+    """
     text = text.strip()
     if not 1 <= len(text) <= MAX_EXPERIENCE_CHARS:
         raise InvalidInput(
@@ -99,8 +107,58 @@ async def add_experience(store: Store, library: str, text: str, source: str = "m
             f"This lesson {why}. Lessons are prepended to agents' system prompts, so they may only talk about "
             "the task: rephrase it as a reasoning pattern or a pitfall."
         )
-    op = AddOp(text=text, provenance={"source": source})
-    return await store.apply(library, [op], kind="add", reason=f"experience added ({source})")
+    return text
+
+
+async def add_experience(store: Store, library: str, text: str, source: str = "manual") -> ChangeResult:
+    """Add a lesson; one the library already has (case and spacing aside) is refused with its id."""
+    op = AddOp(text=checked_lesson(text), provenance={"source": source})
+    return await store.apply(library, [op], kind="add", reason=f"experience added ({source})", distinct=True)
+
+
+async def edit_experience(store: Store, library: str, id_: str, text: str, source: str = "manual") -> ChangeResult:
+    """Give a lesson new words: the same id (its usage counts stay), as a new version."""
+    text = checked_lesson(text)
+    current = await _active_lesson(store, library, id_)
+    if current.text == text:
+        raise InvalidInput(f"{id_} of {library!r} already reads exactly so; nothing was changed.")
+    op = RewriteOp(id=id_, text=text)
+    return await store.apply(library, [op], kind="manual", reason=f"{id_} edited ({source})", distinct=True)
+
+
+async def remove_experience(store: Store, library: str, id_: str, source: str = "manual") -> ChangeResult:
+    """Retire one lesson, as a new version (rollback_library brings it back)."""
+    await _active_lesson(store, library, id_)
+    return await store.apply(library, [DeleteOp(id=id_)], kind="manual", reason=f"{id_} removed ({source})")
+
+
+async def _active_lesson(store: Store, library: str, id_: str) -> Experience:
+    lessons = {e.id: e for e in await store.experiences(library)}
+    if id_ not in lessons:
+        ids = ", ".join(lessons) or "none"
+        raise NotFound(f"Library {library!r} has no active lesson {id_}; its lessons are: {ids}.")
+    return lessons[id_]
+
+
+async def compress(
+    store: Store,
+    ledger: Ledger,
+    models: Callable[[str], Model],
+    library: str,
+    *,
+    strategy: Strategy = "teacher",
+    dry_run: bool = False,
+    seed: int | None = None,
+) -> CompressionResult:
+    """Compress a library to its budget; the teacher strategy asks the library's teacher (its own,
+    else TED_TEACHER), and its calls go to the ledger."""
+    teacher = None
+    if strategy == "teacher":
+        state = await store.library_state(library)
+        teacher = ledger.bind(
+            models(state.model_for("teacher")), "compress", library=library, settings=state.generation_for("teacher")
+        )
+    return await compress_library(store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)
 
 
 async def rollback(store: Store, library: str, version: int) -> ChangeResult:

@@ -19,11 +19,12 @@ from pydantic import BaseModel, Field
 
 from ted.errors import ModelError
 from ted.llm.base import SAMPLING, Completion, GenerationSettings, Message, Model, OutputSchema, Usage
-from ted.pricing import cost_usd
+from ted.pricing import cost_usd, unpriced_models
 from ted.store import Store
 from ted.store.database import timestamp
 
-Role = Literal["student", "teacher-solve", "summarise", "critique", "compress"]
+# `check`: the one short call `ted setup` makes to see that a model answers.
+Role = Literal["student", "teacher-solve", "summarise", "critique", "compress", "check"]
 
 
 class RoleTotals(BaseModel):
@@ -49,9 +50,13 @@ class CostSummary(BaseModel):
     by_role: list[RoleTotals] = Field(default_factory=list)
 
     @classmethod
-    def from_totals(cls, totals: Sequence[RoleTotals]) -> "CostSummary":
-        """Sum `Ledger.totals(...)` rows; one unpriced model makes the total unknown, not low."""
-        unpriced = sorted({t.model for t in totals if t.cost_usd is None})
+    def from_totals(cls, totals: Sequence[RoleTotals], models: Sequence[str] = ()) -> "CostSummary":
+        """Sum `Ledger.totals(...)` rows; one unpriced model makes the total unknown, not low.
+
+        `models` are the ones the work uses (a job's student and teacher): one without a price
+        makes the total unknown before its first call too, not $0 until then.
+        """
+        unpriced = sorted({t.model for t in totals if t.cost_usd is None} | set(unpriced_models(models)))
         return cls(
             calls=sum(t.calls for t in totals),
             failed=sum(t.failed for t in totals),

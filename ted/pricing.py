@@ -8,6 +8,7 @@ no price gets no cost (reported as unknown), never a guessed one.
 
 import json
 import os
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -52,3 +53,13 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
         return None
     price_in, price_out = table[max(matches, key=len)]
     return (input_tokens * price_in + output_tokens * price_out) / 1_000_000
+
+
+def unpriced_models(models: Iterable[str]) -> list[str]:
+    """The models, each once, that have no price: their calls cost "unknown"."""
+    return [m for m in dict.fromkeys(models) if cost_usd(m, 0, 0) is None]
+
+
+def format_cost(value: float | None) -> str:
+    """A cost as people read it: dollars, or `unknown` when a model has no price (never $0)."""
+    return "unknown" if value is None else f"${value:,.4f}"

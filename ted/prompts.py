@@ -22,7 +22,7 @@ def experience_prompt(items: Iterable[tuple[str, str]]) -> str:
     return EXPERIENCE_HEADER + "\n\n" + "\n".join(lines)
 
 
-SERVER_INSTRUCTIONS = """\
+_LOOP = """\
 ted-mcp keeps a library of lessons (experiences) distilled from earlier attempts at a kind \
 of task, so you get better at it without retraining. Use it in this loop:
 1. Before solving, call get_experiences(library) and put its `prompt` before your own \
@@ -30,10 +30,27 @@ instructions; an empty prompt means nothing has been learned yet.
 2. Solve the task. Whenever a lesson shapes a step, cite its id inline, e.g. [E3].
 3. Call record_attempt with the task, your reasoning (trajectory) and answer; pass the \
 ground_truth when you know it, or correct=true/false when you learn the outcome another way.
+"""
+_CRITIQUE = """\
 4. When you have a ground truth or an outcome, ask for a critique (request_critique) so the \
 teacher can turn what happened into new lessons.
-You may add a lesson you are confident generalises with add_experience. Use one library per \
-kind of task (e.g. 'gsm8k', 'sql-debugging'); names are 1-64 characters from a-z, 0-9, '_', '-'."""
+"""
+_NO_TEACHER = """\
+4. This server has no teacher model (TED_TEACHER is not set in its environment), so \
+request_critique, compress_library and distill_batch work only for a library that has its own \
+teacher (`ted config LIB --teacher provider:model`). If request_critique answers that no teacher \
+is configured, do not retry it: keep recording attempts (they are kept, and a critique or a \
+distillation uses them once a teacher is set) and go on with your task.
+"""
+_HOUSEKEEPING = """\
+You may add a lesson you are confident generalises with add_experience, and fix or drop one \
+with edit_experience or remove_experience. Use one library per kind of task (e.g. 'gsm8k', \
+'sql-debugging'); names are 1-64 characters from a-z, 0-9, '_', '-'."""
+
+
+def server_instructions(teacher: str | None) -> str:
+    """What the server tells every agent at connection: the loop, and whether a critique can be asked for."""
+    return _LOOP + (_CRITIQUE if teacher else _NO_TEACHER) + _HOUSEKEEPING
 
 
 def solve_prompt(experiences: str, task: str) -> str:

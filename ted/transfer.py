@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ted.errors import InvalidInput
 from ted.gate import injection_problem
 from ted.store import Store
+from ted.store.operations import lesson_key
 from ted.store.records import MAX_EXPERIENCE_CHARS, AddOp, ChangeResult, DeleteOp, ExperienceText, LibrarySettings
 
 Format = Literal["json", "md"]
@@ -229,26 +230,48 @@ def _problem(error: ValidationError) -> str:
     return f"has an invalid {field}: {first['msg']}."
 
 
+class ImportResult(BaseModel):
+    change: ChangeResult | None = Field(description="The new version; None when every lesson was there already.")
+    skipped: dict[str, str | None] = Field(
+        description="Lessons not imported: text → the id the library has it under (None: the file repeats it)."
+    )
+
+
 async def import_experiences(
     store: Store, library: str, data: LibraryExport, *, replace: bool, source: str
-) -> ChangeResult:
-    """Add the lessons as one new version; with `replace`, retire the current ones in it too."""
+) -> ImportResult:
+    """Add the lessons as one new version; with `replace`, retire the current ones in it too.
+
+    A lesson the library already has (case and spacing aside), or that the file repeats, is
+    skipped: importing a file twice does not double the library.
+    """
     # A new library takes the exported settings; an existing one keeps its own.
     await store.ensure_library(library, data.settings)
     state = await store.library_state(library)
     retire = [DeleteOp(id=e.id) for e in state.experiences] if replace else []
-    adds = [
-        AddOp(
-            text=item.text,
-            provenance=_provenance(data, item),
-            **item.model_dump(include={"usage_count", "helpful_count", "harmful_count"}),
+    kept: dict[str, str | None] = {} if replace else {lesson_key(e.text): e.id for e in state.experiences}
+    adds, skipped = [], {}
+    for item in data.experiences:
+        if (key := lesson_key(item.text)) in kept:
+            skipped[item.text] = kept[key]
+            continue
+        kept[key] = None
+        adds.append(
+            AddOp(
+                text=item.text,
+                provenance=_provenance(data, item),
+                **item.model_dump(include={"usage_count", "helpful_count", "harmful_count"}),
+            )
         )
-        for item in data.experiences
-    ]
+    if not adds and not retire:
+        return ImportResult(change=None, skipped=skipped)
     reason = f"imported {len(adds)} experiences from {source}" + (f", retiring {len(retire)}" if replace else "")
     # A lesson another client adds meanwhile would survive a replace unseen; refuse instead.
     guard = state.version if replace else None
-    return await store.apply(library, [*retire, *adds], kind="import", reason=reason, expected_version=guard)
+    change = await store.apply(
+        library, [*retire, *adds], kind="import", reason=reason, expected_version=guard, distinct=True
+    )
+    return ImportResult(change=change, skipped=skipped)
 
 
 def _provenance(data: LibraryExport, item: ExportedExperience) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The `ted` command: a real SQLite file per test; the installed script once through a
 subprocess, everything else in-process through `ted.cli.run` with captured output."""
 
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -86,7 +87,7 @@ async def test_add_show_history_diff_rollback(db_path: Path, capsys: pytest.Capt
         (4, "rollback", 1),
     ]
     assert await ted(db_path, "history", "src") == 0
-    assert "rollback to version 1" in capsys.readouterr().out
+    assert "rollback to version" in capsys.readouterr().out
 
     changes = await ted_json(db_path, capsys, "diff", "src", "3", "4")
     assert [i["id"] for i in changes["removed"]] == ["E2", "E3"] and not changes["added"]
@@ -111,7 +112,7 @@ async def test_show_and_libraries_report_counts(db_path: Path, capsys: pytest.Ca
     [summary] = (await ted_json(db_path, capsys, "libraries"))["libraries"]
     assert (summary["name"], summary["version"], summary["items"], summary["attempts"]) == ("src", 3, 3, 1)
     assert await ted(db_path, "libraries") == 0
-    assert "3 / 15" in capsys.readouterr().out
+    assert "3/15" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fmt", ["json", "md"])
@@ -332,3 +333,10 @@ async def test_costs_sums_the_ledger_per_role_and_model(db_path: Path, capsys: p
     assert await ted(db_path, "costs") == 0
     out = capsys.readouterr().out
     assert "critique" in out and "3 calls" in out
+
+
+@pytest.mark.parametrize("command", ["ted", "ted-mcp"])
+async def test_version(command):
+    done = await anyio.run_process([installed_command(command), "--version"], check=False)
+    assert done.returncode == 0
+    assert done.stdout.decode() == f"ted-mcp {importlib.metadata.version('ted-mcp')}\n"

@@ -369,7 +369,13 @@ async def test_cancel_stops_a_batch_in_flight_and_applies_none_of_it(store, db_p
     with sqlite3.connect(db_path) as db:
         in_flight = db.execute("SELECT count(*) FROM attempts WHERE problem_id IN ('p3', 'p5')").fetchone()[0]
     assert in_flight == 4  # their rollouts are stored (paid for), their batch is not applied
-    with pytest.raises(InvalidInput, match="is cancelled"):
+
+    # A cancel is not final: the job resumes at the dropped batch and reuses its stored rollouts.
+    resumed = await run(store, job)
+    assert (resumed.state, resumed.error, resumed.cancel_requested, resumed.problems_done) == ("done", None, False, 18)
+    assert paid_calls(db_path, job.id)["student"] == 2 * 9 * 2  # every rollout paid once, the dropped batch's too
+    await assert_whole_batches(store, db_path)
+    with pytest.raises(InvalidInput, match="is done"):
         await run(store, job)
 
 

@@ -390,10 +390,11 @@ async def test_a_failure_that_fails_the_job_leaves_whole_batches_and_resume_fini
         assert errors == [] and script.faults == 4  # both critiques and both repairs were answered, and paid for
     else:
         # The SDK's retries leave no row; a call that gave up leaves one failed row, after all its tries.
-        # (Calls the failure cancelled in flight leave none: their answers never came.)
+        # (Calls the failure cancelled in flight leave none: their answers never came. They may have
+        # been part-way through their own retries, so the faults need not be a multiple of `tries`.)
         tries = 1 if fault == "a refused key" else 1 + ModelSettings().max_retries  # a 401 is not retried
         assert errors and set(errors) == {failed.job[4]}
-        assert script.faults % tries == 0 and script.faults >= tries * len(errors)
+        assert script.faults >= tries * len(errors)
     # Never half a batch: the library's history is the clean run's up to some batch (its version,
     # with every critique of the batch and its compression), and nothing more.
     done = failed.job[2] * 3 + failed.job[3]  # batches applied, by the job's cursor

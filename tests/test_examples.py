@@ -16,6 +16,7 @@ from conftest import http_server, installed_command
 from mcp import Client, StdioServerParameters
 
 from ted import cli as ted_cli
+from ted.llm.registry import split_name
 from ted.testing import ModelServer
 from ted.testing.classroom import Classroom
 from ted.testing.classroom import problems as classroom_problems
@@ -78,6 +79,11 @@ def test_config_launches_ted_mcp(name):
             assert entry["type"] == "stdio"
         else:
             assert "type" not in entry or entry["type"] == "stdio"
+        # Clients pass no shell environment: the teacher, the student and the key are in the entry.
+        env = entry["env"]
+        assert {"TED_TEACHER", "TED_STUDENT", "ANTHROPIC_API_KEY"} <= set(env), env
+        for role in ("TED_TEACHER", "TED_STUDENT"):
+            split_name(env[role])
 
 
 def test_every_json_example_is_checked():
@@ -268,7 +274,7 @@ def test_distill_client_follows_a_job_to_the_end(model_server, problems_file, db
         example_env(model_server, db_path),
     )
     assert "estimate: 6 problems × 2 epochs × 2 rollouts: at most 24 student and" in out
-    job_id = re.search(r"^job (job-\w+) started on library arith \(version 0\)", out, re.MULTILINE).group(1)
+    job_id = re.search(r"^job (job-\w+) started on library arith, student local:student", out, re.MULTILINE).group(1)
     # Three batches of two problems per epoch. Notifications come at batch ends, but a job that
     # finishes batches faster than the client reads merges them (or ends before the wait), so
     # only their shape is certain: whole batches, in order.
@@ -406,3 +412,37 @@ def test_readme_commands_parse(monkeypatch):
             load_example(Path(script).stem).parse(argv)
         except SystemExit as e:  # argparse refused the line
             pytest.fail(f"python {script} {shlex.join(argv)}: exit {e.code}")
+
+
+def run_failing(name: str, args: list[str], env: dict[str, str]) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    # The server's own log lines share the script's stderr; the script says one line, no traceback.
+    own = [line for line in proc.stderr.splitlines() if not line.startswith("ted-mcp: ")]
+    assert len(own) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return own[0]
+
+
+@pytest.mark.slow
+def test_a_tool_error_is_one_line_and_a_nonzero_exit(db_path, tmp_path, problems_file):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)} | {"TED_DB": str(db_path)}
+    err = run_failing("quickstart_client.py", ["--db", str(db_path), "--library", "Not A Name"], env)
+    assert err.startswith("quickstart_client.py: get_experiences failed: ") and "library" in err, err
+    missing = tmp_path / "nowhere.jsonl"
+    err = run_failing("distill_client.py", ["--dataset", str(missing), "--library", "arith", "--db", str(db_path)], env)
+    assert err.startswith("distill_client.py: distill_batch failed: ") and "nowhere.jsonl" in err, err
+    # No model configured at all: starting a job (not estimating one) names what to set.
+    err = run_failing(
+        "distill_client.py", ["--dataset", str(problems_file), "--library", "arith", "--db", str(db_path)], env
+    )
+    assert "No student model is configured for library 'arith': set TED_STUDENT" in err, err
+
+
+@pytest.mark.slow
+def test_an_estimate_needs_no_model(problems_file, db_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)} | {"TED_DB": str(db_path)}
+    out = run_example("distill_client.py", ["--dataset", str(problems_file), "--library", "arith", "--estimate"], env)
+    assert out.startswith("estimate: 6 problems × 3 epochs × 5 rollouts: at most 90 student and"), out
+    assert query(db_path, "SELECT count(*) FROM jobs") == [(0,)]

@@ -84,7 +84,8 @@ async def test_distill_batch_starts_a_job_that_get_job_follows_with_progress(db_
         # It returned while the student is held at the gate: the job is only under way.
         assert started["started"] and job_id.startswith("job-")
         assert (job["state"] in ("queued", "running"), job["problems_done"], job["finished"]) == (True, 0, False)
-        assert (job["problems_total"], job["params"]["epochs"], job["start_version"]) == (6, 2, 0)
+        # Done and total count the same thing: problems over all epochs.
+        assert (job["problems_total"], job["epochs_total"], job["library"], job["resumable"]) == (12, 2, "arith", False)
         assert started["estimate"]["student_calls"] == 6 * 2 * 2
         assert started["estimate"]["teacher_calls"] >= 6 + 2 * 6 * 2
 
@@ -98,9 +99,13 @@ async def test_distill_batch_starts_a_job_that_get_job_follows_with_progress(db_
             client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60}, progress_callback=on_progress
         )
         assert (done["state"], done["finished"], done["error"], done["problems_done"]) == ("done", True, None, 12)
+        assert (done["problems"], done["problems_total"], done["resumable"]) == (6, 12, False)
         assert done["library_version"] >= 1 and done["cost"]["calls"] > 6 * 2 * 2
         assert [e["attempts"] for e in done["epochs"]] == [12, 12]
-        assert progress[0] == (0, 12, "epoch 1/2, library v0, running")
+        # The first notice says where the job stands at once: its runner may not have claimed it yet.
+        assert progress[0][:2] == (0, 12) and progress[0][2] in (
+            f"epoch 1/2, library v0, {s}" for s in ("queued", "running")
+        )
         assert progress[-1][0] == 12 and progress[-1][2].endswith(", done") and "epoch 2/2" in progress[-1][2]
         assert [p[0] for p in progress] == sorted(p[0] for p in progress) and {p[1] for p in progress} == {12}
 
@@ -132,12 +137,22 @@ async def test_cancel_job_stops_a_job_in_flight(db_path, mode):
         job_id = (await call(client, "distill_batch", START))["job"]["id"]
         cancelled = await call(client, "cancel_job", {"job_id": job_id})
         assert (cancelled["state"], cancelled["finished"], cancelled["problems_done"]) == ("cancelled", True, 0)
-        assert "not applied" in cancelled["error"]
+        assert "not applied" in cancelled["error"] and cancelled["resumable"]
         history = json.loads((await client.read_resource("ted://libraries/arith/history")).contents[0].text)
         assert [v["kind"] for v in history] == ["create"]  # the batch in flight left nothing
-        # Cancelling again is harmless; resuming a cancelled job is refused.
+        # Cancelling again is harmless; a cancel is not final: the job resumes and finishes.
         assert (await call(client, "cancel_job", {"job_id": job_id}))["state"] == "cancelled"
-        assert "is cancelled; start a new job" in await error(client, "distill_batch", {"resume": job_id})
+        gate.opened.set()
+        resumed = await call(client, "distill_batch", {"resume": job_id})
+        assert resumed["started"] and resumed["job"]["id"] == job_id
+        done = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60})
+        assert (done["state"], done["error"], done["cancel_requested"], done["problems_done"]) == (
+            "done",
+            None,
+            False,
+            12,
+        )
+        assert "is done; start a new job" in await error(client, "distill_batch", {"resume": job_id})
 
 
 async def test_estimate_only_starts_nothing(db_path, mode):
@@ -271,8 +286,9 @@ async def test_a_stopped_job_resumes_through_the_tool_with_a_higher_cap(db_path,
         assert 0 < stopped["problems_done"] < 12
 
         resumed = await call(client, "distill_batch", {"resume": job_id, "max_tokens": 10**9})
-        assert resumed["started"] and resumed["job"]["params"]["max_tokens"] == 10**9
+        assert resumed["started"] and resumed["job"]["id"] == job_id
         done = await call(client, "get_job", {"job_id": job_id, "wait": True, "timeout": 60})
+        assert done["params"]["max_tokens"] == 10**9
         assert (done["state"], done["error"], done["problems_done"]) == ("done", None, 12)
         assert "is done; start a new job" in await error(client, "distill_batch", {"resume": job_id})
 

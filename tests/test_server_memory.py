@@ -20,6 +20,10 @@ TOOLS = {
     "distill_batch",
     "get_job",
     "cancel_job",
+    "list_jobs",
+    "edit_experience",
+    "remove_experience",
+    "delete_library",
 }
 
 

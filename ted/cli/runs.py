@@ -1,29 +1,38 @@
-"""`ted distill` and `ted eval`: the long runs, with a progress bar and a report at the end.
+"""`ted distill`, `ted eval`, `ted jobs` and `ted costs`: the long runs and what they cost.
 
     ted distill --dataset train.jsonl --library gsm8k --student M --teacher M [--epochs 3 --rollouts 5]
         [--student-max-tokens N --teacher-temperature T --student-seed S …] [--failure-share 0.5]
     ted distill --resume JOB [--max-cost 5]
     ted eval --dataset test.jsonl --library gsm8k --student M [--samples 3] [--student-temperature T …]
+    ted jobs [--library gsm8k]
+    ted costs [--library gsm8k] [--job JOB]
 
-Both write report.json, report.md and report.png into `--report DIR` (default
-`ted-reports/<job or eval>`). A distillation is a job in the database like one started by
-the `distill_batch` tool: interrupt it (Ctrl-C, a crash) and `--resume` it; no paid call is
-repeated.
+distill and eval write report.json, report.md and report.png into `--report DIR` (default
+`ted-reports/<job>` and `ted-reports/eval-<library>-v<version>-<student>-<time>`). A
+distillation is a job in the database like one started by the `distill_batch` tool: interrupt
+it (Ctrl-C, a crash, a cancel) and `--resume` it; no paid call is repeated.
+
+On a terminal a progress bar moves with every rollout; otherwise (a pipe, a log file) one line
+is printed per batch, so a log shows where a run stands while it runs.
 """
 
 import argparse
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import re
+from datetime import datetime
 from pathlib import Path
 
+import anyio
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ted.errors import InvalidInput, invalid_input
-from ted.ledger import Ledger
-from ted.llm.base import GenerationSettings, Model
+from ted.cli.models import closing_models
+from ted.cli.output import count, print_json, table
+from ted.errors import InvalidInput, TedError, invalid_input
+from ted.ledger import CostSummary, Ledger
+from ted.llm.base import GenerationSettings
 from ted.llm.registry import get_model
+from ted.pricing import format_cost
 from ted.runs import jobs
 from ted.runs.datasets import load_dataset
 from ted.runs.distill import run_job
@@ -34,8 +43,12 @@ from ted.runs.report import distill_report
 from ted.runs.report_files import write_distill_report, write_eval_report
 from ted.store import Store
 
+# How often the bar reads the job's rollouts from the database while a batch runs.
+POLL_SECONDS = 0.25
+
 
 def _progress(out: Console) -> Progress:
+    # Not drawn without a terminal: a log gets lines instead (drawn, it would get one at the end).
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -44,95 +57,112 @@ def _progress(out: Console) -> Progress:
         TimeElapsedColumn(),
         console=out,
         transient=False,
+        disable=not out.is_terminal,
     )
 
 
-def _status(job: Job, cost: float | None) -> str:
+async def _job_cost(ledger: Ledger, job: Job) -> CostSummary:
+    return CostSummary.from_totals(await ledger.totals(job_id=job.id), (job.params.student, job.params.teacher))
+
+
+def _cost_so_far(summary: CostSummary) -> str:
+    return "cost unknown" if summary.cost_usd is None else format_cost(summary.cost_usd)
+
+
+async def _status(ledger: Ledger, job: Job, accuracy: float | None) -> str:
     epoch = job.epochs[-1] if job.epochs else None
-    accuracy = f"{epoch.accuracy:.0%}" if epoch and epoch.accuracy is not None else "–"
-    size = f"{epoch.items} lessons" if epoch else ""
-    dollars = "cost unknown" if cost is None else f"${cost:.4f}"
-    return (
-        f"epoch {min(job.epoch + 1, job.params.epochs)}/{job.params.epochs} · accuracy {accuracy} · {size} · {dollars}"
-    )
+    cost = _cost_so_far(await _job_cost(ledger, job))
+    shown = f"{accuracy:.0%}" if accuracy is not None else "–"
+    lessons = f"{epoch.items} lessons · " if epoch else ""
+    return f"epoch {min(job.epoch + 1, job.params.epochs)}/{job.params.epochs} · accuracy {shown} · {lessons}{cost}"
 
 
-@asynccontextmanager
-async def _closing_models() -> AsyncIterator[Callable[[str], Model]]:
-    """`get_model`, closing on the way out the HTTP connections of every model it gave.
+async def _follow(store: Store, ledger: Ledger, job: Job, out: Console) -> Job:
+    """Run the job here, showing its progress: a bar by rollout on a terminal, a line per batch elsewhere."""
+    async with closing_models() as models:
+        if not out.is_terminal:
 
-    Models are cached per process with their SDK clients, whose connections belong to this
-    command's event loop. Left open when the loop ends (`ted.cli.run` called in-process, by a
-    script or a test), they are closed later from whatever loop runs then, and fail there.
-    """
-    used: list[Model] = []
+            async def line(j: Job) -> None:
+                accuracy = j.epochs[-1].accuracy if j.epochs else None
+                status = await _status(ledger, j, accuracy)
+                out.print(f"{j.problems_done}/{j.problems_total} problems · {status}", markup=False)
 
-    def resolve(name: str) -> Model:
-        used.append(model := get_model(name))
-        return model
+            return await run_job(store, ledger, models, job.id, on_progress=line)
 
-    try:
-        yield resolve
-    finally:
-        for model in dict.fromkeys(used):
-            if (close := getattr(model, "aclose", None)) is not None:
-                await close()
+        latest = job
+
+        async def applied(j: Job) -> None:
+            nonlocal latest
+            latest = j
+
+        with _progress(out) as bar:
+            task = bar.add_task("distilling", total=job.problems_total * job.params.rollouts, status="")
+
+            async def poll() -> None:
+                while True:
+                    done, accuracy = await jobs.rollouts_done(store, job.id)
+                    bar.update(task, completed=done, status=await _status(ledger, latest, accuracy))
+                    await anyio.sleep(POLL_SECONDS)
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(poll)
+                    finished = await run_job(store, ledger, models, job.id, on_progress=applied)
+                    tg.cancel_scope.cancel()
+            except* TedError as group:  # a job that cannot start says why, as when there is no bar
+                raise group.exceptions[0] from None
+            done, accuracy = await jobs.rollouts_done(store, job.id)
+            bar.update(task, completed=done, status=await _status(ledger, finished, accuracy))
+        return finished
 
 
-async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
-    ledger = Ledger(store)
+async def _start(store: Store, args: argparse.Namespace, out: Console) -> Job | None:
+    """The job to run: the one to resume, or a new one after its estimate (None: only the estimate)."""
     if args.resume:
         # Claimed before anything is printed: a finished job, or one that another live process
         # runs, is refused here with the reason. run_job's own claim then finds the lease ours.
         await prepare_resume(store, get_model, args.resume)
-        job = await jobs.reopen(
+        return await jobs.reopen(
             store, args.resume, jobs.this_process(), max_cost_usd=args.max_cost, max_tokens=args.max_tokens
         )
-    else:
-        if not (args.dataset and args.library):
-            raise InvalidInput("ted distill needs --dataset FILE and --library NAME (or --resume JOB).")
-        prepared = await prepare_job(
-            store,
-            get_model,
-            await load_dataset(args.dataset, limit=args.limit),
-            library=args.library,
-            student=args.student,
-            teacher=args.teacher,
-            student_settings=generation_options(args, "student"),
-            teacher_settings=generation_options(args, "teacher"),
-            check_models=not args.estimate,
-            field=_flag,
-            epochs=args.epochs,
-            rollouts=args.rollouts,
-            concurrency=args.concurrency,
-            compression=args.compression,
-            critique_all=args.critique_all,
-            failure_share=args.failure_share,
-            max_cost_usd=args.max_cost,
-            max_tokens=args.max_tokens,
-        )
-        params, guess = prepared.params, prepared.estimate
-        out.print(
-            f"{guess.problems} problems × {params.epochs} epochs × {params.rollouts} rollouts: at most "
-            f"{guess.student_calls:,} student and {guess.teacher_calls:,} teacher calls, up to about "
-            f"{guess.input_tokens:,} tokens in and {guess.output_tokens:,} out.",
-            markup=False,
-        )
-        if args.estimate:
-            return
-        job = await create_job(store, prepared)
+    if not (args.dataset and args.library):
+        raise InvalidInput("ted distill needs --dataset FILE and --library NAME (or --resume JOB).")
+    prepared = await prepare_job(
+        store,
+        get_model,
+        await load_dataset(args.dataset, limit=args.limit),
+        library=args.library,
+        student=args.student,
+        teacher=args.teacher,
+        student_settings=generation_options(args, "student"),
+        teacher_settings=generation_options(args, "teacher"),
+        check_models=not args.estimate,
+        field=_flag,
+        epochs=args.epochs,
+        rollouts=args.rollouts,
+        concurrency=args.concurrency,
+        compression=args.compression,
+        critique_all=args.critique_all,
+        failure_share=args.failure_share,
+        max_cost_usd=args.max_cost,
+        max_tokens=args.max_tokens,
+    )
+    params, guess = prepared.params, prepared.estimate
+    out.print(
+        f"{guess.problems} problems × {params.epochs} epochs × {params.rollouts} rollouts: at most "
+        f"{guess.student_calls:,} student and {guess.teacher_calls:,} teacher calls, up to about "
+        f"{guess.input_tokens:,} tokens in and {guess.output_tokens:,} out.",
+        markup=False,
+    )
+    return None if args.estimate else await create_job(store, prepared)
+
+
+async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
+    ledger = Ledger(store)
+    if (job := await _start(store, args, out)) is None:
+        return
     out.print(f"Job {job.id} on library {job.params.library} (resume with: ted distill --resume {job.id})")
-
-    total = job.problems_total * job.params.epochs
-    with _progress(out) as bar:
-        task = bar.add_task("distilling", total=total, completed=job.problems_done, status="")
-
-        async def show(j: Job) -> None:
-            cost = sum(t.cost_usd or 0.0 for t in await ledger.totals(job_id=j.id))
-            bar.update(task, completed=j.problems_done, status=_status(j, cost))
-
-        async with _closing_models() as models:
-            job = await run_job(store, ledger, models, job.id, on_progress=show)
+    job = await _follow(store, ledger, job, out)
     report = await distill_report(store, ledger, job)
     files = write_distill_report(report, args.report or Path("ted-reports") / job.id)
     out.print(f"Job {job.id} {job.state}" + (f": {job.error}" if job.error else "."), markup=False)
@@ -143,22 +173,26 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
             f"{e.library.tokens} tokens, {e.critiques} critiques, {e.compressions} compressions",
             markup=False,
         )
-    cost = report.cost.cost_usd
     out.print(
-        f"{report.cost.calls:,} model calls, "
-        + ("cost unknown" if cost is None else f"${cost:.4f}")
-        + f". Report: {files.markdown_path}",
-        markup=False,
+        f"{report.cost.calls:,} model calls, {_cost_so_far(report.cost)}. Report: {files.markdown_path}", markup=False
     )
     if job.state != "done":
         raise InvalidInput(f"The job ended {job.state}: {job.error} Resume it with: ted distill --resume {job.id}")
+
+
+def eval_report_dir(library: str, version: int, student: str, moment: datetime) -> Path:
+    """Where an evaluation's report goes unless --report says: one folder per library version,
+    student and time, so evaluating another student (or the same again) overwrites nothing."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", student).strip("-")
+    return Path("ted-reports") / f"eval-{library}-v{version}-{slug}-{moment.strftime('%Y%m%d-%H%M%S')}"
 
 
 async def evaluate_command(store: Store, args: argparse.Namespace, out: Console) -> None:
     data = await load_dataset(args.dataset, limit=args.limit)
     state = await store.library_state(args.library)  # evaluating a library that does not exist is a typo
     total = len(data.problems) * 2 * args.samples
-    async with _closing_models() as models:
+    every = total if out.is_terminal else max(1, total // 10)  # without a bar: a line per tenth
+    async with closing_models() as models:
         student = models(state.model_for("student", args.student))
         with _progress(out) as bar:
             task = bar.add_task("evaluating", total=total, status="")
@@ -167,7 +201,10 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
             def tick(correct: bool) -> None:
                 right["n"] += 1
                 right["ok"] += correct
-                bar.update(task, advance=1, status=f"{right['ok'] / right['n']:.0%} correct so far (both arms)")
+                status = f"{right['ok'] / right['n']:.0%} correct so far (both arms)"
+                bar.update(task, advance=1, status=status)
+                if right["n"] % every == 0 and not out.is_terminal:
+                    out.print(f"{right['n']}/{total} answers · {status}", markup=False)
 
             report = await evaluate(
                 store,
@@ -181,7 +218,7 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
                 settings=state.generation_for("student", generation_options(args, "student")),
                 on_sample=tick,
             )
-    directory = args.report or Path("ted-reports") / f"eval-{args.library}-v{report.library_version}"
+    directory = args.report or eval_report_dir(args.library, report.library_version, student.name, datetime.now())
     files = write_eval_report(report, directory)
     ci = report.interval
     out.print(
@@ -190,6 +227,74 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
         f"{report.difference:+.1%} (95% CI {ci.low:+.1%} to {ci.high:+.1%}). Report: {files.markdown_path}",
         markup=False,
     )
+
+
+async def list_jobs(store: Store, args: argparse.Namespace, out: Console) -> None:
+    found = await jobs.listed(store, library=args.library, limit=args.limit)
+    if args.json:
+        return print_json([job.summary() for job in found])
+    if not found:
+        return out.print("No jobs yet. Start one with: ted distill --dataset FILE --library NAME")
+    ledger = Ledger(store)
+    listed = table(
+        ("job", "label"),
+        ("library", "name"),
+        ("state", "label"),
+        ("problems", "number"),
+        ("epoch", "number"),
+        ("cost", "number"),
+        ("started", "number"),
+    )
+    for job in found:
+        cost = (await _job_cost(ledger, job)).cost_usd
+        listed.add_row(
+            job.id,
+            job.params.library,
+            job.state,
+            f"{job.problems_done}/{job.problems_total}",
+            f"{min(job.epoch + 1, job.params.epochs)}/{job.params.epochs}",
+            format_cost(cost),
+            job.created_at.astimezone().strftime("%m-%d %H:%M"),
+        )
+    out.print(listed)
+    resumable = [job.id for job in found if job.state in jobs.RESUMABLE]
+    if resumable:
+        out.print(f"Resume one with: ted distill --resume {resumable[0]}", markup=False)
+
+
+async def costs(store: Store, args: argparse.Namespace, out: Console) -> None:
+    rows = await Ledger(store).totals(library=args.library, job_id=args.job)
+    if args.json:
+        return print_json(rows)
+    if not rows:
+        return out.print("No model calls recorded yet.")
+    failures = any(r.failed for r in rows)
+    listed = table(
+        ("role", "label"),
+        ("model", "name"),
+        ("calls", "number"),
+        *([("failed", "number")] if failures else []),
+        ("tokens in", "number"),
+        ("out", "number"),
+        ("cost", "number"),
+        ("time", "number"),
+        title="model calls, tokens and cost",
+    )
+    for r in rows:
+        listed.add_row(
+            r.role,
+            r.model,
+            f"{r.calls:,}",
+            *([f"{r.failed:,}"] if failures else []),
+            f"{r.input_tokens:,}",
+            f"{r.output_tokens:,}",
+            format_cost(r.cost_usd),
+            f"{r.latency_ms / 1000:,.1f} s",
+        )
+    summary = CostSummary.from_totals(rows)
+    unpriced = f" (no price for {', '.join(summary.unpriced_models)})" if summary.unpriced_models else ""
+    listed.caption = f"{count(summary.calls, 'call')} · cost {format_cost(summary.cost_usd)}{unpriced}"
+    out.print(listed)
 
 
 def _flag(field: str) -> str:
@@ -231,7 +336,7 @@ def generation_options(args, role: str) -> GenerationSettings | None:
 
 
 def add_commands(command) -> None:
-    """Register `distill` and `eval` with the `ted` parser's `command(...)` helper."""
+    """Register `distill`, `eval`, `jobs` and `costs` with the `ted` parser's `command(...)` helper."""
     d = command("distill", distill, "run the TED loop over a dataset as a resumable job", library=False)
     d.add_argument("--dataset", type=Path, help="a JSONL file of {id, question, answer, images?}")
     d.add_argument("--library", help="the library to distil into, e.g. gsm8k")
@@ -258,7 +363,7 @@ def add_commands(command) -> None:
     d.add_argument("--max-cost", type=float, help="stop cleanly once the job cost this many dollars")
     d.add_argument("--max-tokens", type=int, help="stop cleanly once the job used this many tokens")
     d.add_argument("--estimate", action="store_true", help="print the estimate of calls and tokens, and stop")
-    d.add_argument("--resume", metavar="JOB", help="resume an interrupted, failed or stopped job")
+    d.add_argument("--resume", metavar="JOB", help="resume a failed, cancelled, stopped or interrupted job")
     d.add_argument("--report", type=Path, help="folder for report.json/.md/.png (default: ted-reports/JOB)")
 
     e = command("eval", evaluate_command, "score the student with and without a library", library=False)
@@ -269,4 +374,14 @@ def add_commands(command) -> None:
     e.add_argument("--limit", type=int, help="use only the first N problems")
     e.add_argument("--concurrency", type=int, default=8, help="calls in flight")
     add_generation_options(e, ("student",))
-    e.add_argument("--report", type=Path, help="folder for report.json/.md/.png")
+    e.add_argument(
+        "--report", type=Path, help="folder for report.json/.md/.png (default: ted-reports/eval-LIB-vN-STUDENT-TIME)"
+    )
+
+    j = command("jobs", list_jobs, "list distillation jobs, newest first", json=True, library=False)
+    j.add_argument("--library", help="only this library's jobs")
+    j.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+
+    s = command("costs", costs, "model calls, tokens and cost per role and model", json=True, library=False)
+    s.add_argument("--library", help="only calls made for this library")
+    s.add_argument("--job", help="only calls made by this distillation job")

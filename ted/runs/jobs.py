@@ -9,6 +9,9 @@ its owner is gone AND it reaches the same endpoints; anything else resumes a job
 asked to (`ted distill --resume`, `distill_batch(resume=…)`).
 
     queued → running → done | failed | cancelled | stopped (a cost or token cap was reached)
+
+Only `done` is final: a failed, cancelled or stopped job resumes where it stopped (no paid call
+is repeated), and a cancel only drops the batch that was in flight.
 """
 
 import json
@@ -23,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ted.errors import InvalidInput, NotFound, TedError, invalid_input
 from ted.ledger import CostSummary, Ledger
 from ted.llm.base import GenerationSettings, Model
-from ted.pricing import cost_usd
+from ted.pricing import unpriced_models
 from ted.runs.datasets import Problem
 from ted.store import Store
 from ted.store.database import timestamp
@@ -31,9 +34,11 @@ from ted.store.records import LibraryName, LibrarySettings, LibraryState
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled", "stopped"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "stopped"})
+RESUMABLE: frozenset[str] = frozenset({"failed", "cancelled", "stopped"})
 LEASE = timedelta(seconds=30)
 
 Compression = Literal["teacher", "truncate", "random", "none"]
+RESUMABLE_HELP = "distill_batch(resume=id) or `ted distill --resume` continues it."
 
 
 class DistillParams(BaseModel):
@@ -95,6 +100,26 @@ class EpochProgress(BaseModel):
         return self.correct / self.attempts if self.attempts else None
 
 
+class JobSummary(BaseModel):
+    """A job in one line: what distill_batch, cancel_job and list_jobs reply (get_job has it all)."""
+
+    id: str
+    library: str
+    state: JobState
+    finished: bool
+    resumable: bool = Field(description=RESUMABLE_HELP)
+    problems_done: int
+    problems_total: int = Field(description="Problems × epochs.")
+    epoch: int = Field(description="0-based; equal to epochs_total once all are done.")
+    epochs_total: int
+    student: str
+    teacher: str
+    error: str | None
+    cancel_requested: bool = Field(description="A cancel was asked for; the job's runner stops it shortly.")
+    created_at: datetime
+    updated_at: datetime
+
+
 class Job(BaseModel):
     id: str
     kind: Literal["distill"] = "distill"
@@ -102,8 +127,9 @@ class Job(BaseModel):
     params: DistillParams
     dataset: str = Field(description="Where the problems came from.")
     start_version: int = Field(description="The library's version when the job was created.")
-    problems_total: int
-    problems_done: int = Field(description="Problems finished over all epochs (total × epochs when done).")
+    problems: int = Field(description="Problems in the dataset; each epoch goes through all of them.")
+    problems_total: int = Field(description="Problems × epochs: what problems_done counts up to.")
+    problems_done: int = Field(description="Problems finished, over all epochs.")
     epoch: int = Field(description="The epoch the next batch belongs to (0-based; `epochs` once all are done).")
     batch: int = Field(description="The next batch within that epoch (0-based).")
     epochs: list[EpochProgress]
@@ -116,11 +142,31 @@ class Job(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    def summary(self) -> JobSummary:
+        return JobSummary(
+            id=self.id,
+            library=self.params.library,
+            state=self.state,
+            finished=self.state in FINISHED,
+            resumable=self.state in RESUMABLE,
+            problems_done=self.problems_done,
+            problems_total=self.problems_total,
+            epoch=self.epoch,
+            epochs_total=self.params.epochs,
+            student=self.params.student,
+            teacher=self.params.teacher,
+            error=self.error,
+            cancel_requested=self.cancel_requested,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
 
 class JobStatus(Job):
     """A job as `get_job` reports it: its record, what it has cost so far, its library now."""
 
     finished: bool
+    resumable: bool = Field(description=RESUMABLE_HELP)
     library_version: int
     accuracy: float | None = Field(description="The latest epoch's rollout accuracy so far.")
     cost: CostSummary
@@ -151,13 +197,16 @@ def _owner_gone(owner: str | None) -> bool:
 
 
 def _job(row) -> Job:
+    params = DistillParams.model_validate_json(row["params"])
     return Job(
         id=row["id"],
         state=row["state"],
-        params=DistillParams.model_validate_json(row["params"]),
+        params=params,
         dataset=row["dataset"],
         start_version=row["start_version"],
-        problems_total=row["problems_total"],
+        # Stored per epoch; reported over all epochs, like problems_done.
+        problems=row["problems_total"],
+        problems_total=row["problems_total"] * params.epochs,
         problems_done=row["problems_done"],
         epoch=row["epoch"],
         batch=row["batch"],
@@ -191,7 +240,7 @@ async def library_for(store: Store, name: str) -> LibraryState:
 def _check_priced(params: DistillParams) -> None:
     # A model without a price costs "unknown", which would never reach a cost cap: refuse the
     # cap up front rather than let it silently never stop the job.
-    unpriced = [m for m in dict.fromkeys((params.student, params.teacher)) if cost_usd(m, 0, 0) is None]
+    unpriced = unpriced_models((params.student, params.teacher))
     if params.max_cost_usd is not None and unpriced:
         raise InvalidInput(
             f"A cost cap needs a price for every model, and {' and '.join(unpriced)} has none: give it one "
@@ -253,9 +302,10 @@ async def status(store: Store, ledger: Ledger, job_id: str) -> JobStatus:
     return JobStatus(
         **job.model_dump(),
         finished=job.state in FINISHED,
+        resumable=job.state in RESUMABLE,
         library_version=prompt.version,
         accuracy=job.epochs[-1].accuracy if job.epochs else None,
-        cost=CostSummary.from_totals(await ledger.totals(job_id=job_id)),
+        cost=CostSummary.from_totals(await ledger.totals(job_id=job_id), (job.params.student, job.params.teacher)),
     )
 
 
@@ -272,8 +322,8 @@ async def problems(store: Store, job_id: str) -> tuple[list[Problem], dict[str, 
 async def claim(store: Store, job_id: str, owner: str) -> Job:
     """Take the job's lease, or raise InvalidInput saying who holds it or that it finished."""
     job = await get(store, job_id)
-    if job.state in ("done", "cancelled"):
-        raise InvalidInput(f"Job {job_id} is {job.state}; start a new job with distill_batch or `ted distill`.")
+    if job.state == "done":
+        raise InvalidInput(f"Job {job_id} is done; start a new job with distill_batch or `ted distill`.")
     now = _now()
     async with store.transaction() as db:
         async with db.execute("SELECT owner, lease_until FROM jobs WHERE id = ?", (job_id,)) as cursor:
@@ -285,7 +335,9 @@ async def claim(store: Store, job_id: str, owner: str) -> Job:
                 "or stop it with cancel_job."
             )
         await db.execute(
-            "UPDATE jobs SET owner = ?, lease_until = ?, state = 'running', error = NULL, updated_at = ? WHERE id = ?",
+            # A cancelled job taken back runs again: its cancel was answered by stopping it.
+            "UPDATE jobs SET owner = ?, lease_until = ?, state = 'running', error = NULL, cancel_requested = 0,"
+            " updated_at = ? WHERE id = ?",
             (owner, timestamp(now + LEASE), timestamp(now), job_id),
         )
     return await get(store, job_id)
@@ -399,9 +451,26 @@ async def interrupted(store: Store) -> list[str]:
     ]
 
 
-async def listed(store: Store, limit: int = 50) -> list[Job]:
+async def rollouts_done(store: Store, job_id: str) -> tuple[int, float | None]:
+    """The job's rollouts recorded so far, and the accuracy of those of its latest epoch: the
+    progress within a batch, which the job's own record shows only once the batch is applied."""
     async with (
         store.reading() as db,
-        db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)) as cursor,
+        db.execute(
+            "SELECT count(*), sum(epoch = latest), sum(epoch = latest AND correct = 1) FROM attempts,"
+            " (SELECT max(epoch) AS latest FROM attempts WHERE job_id = ?) WHERE job_id = ?",
+            (job_id, job_id),
+        ) as cursor,
+    ):
+        done, latest, correct = await cursor.fetchone()
+    return done, (correct / latest if latest else None)
+
+
+async def listed(store: Store, *, library: str | None = None, limit: int = 50) -> list[Job]:
+    """The newest jobs first, of one library or of all."""
+    where, args = ("WHERE library = ?", (library,)) if library is not None else ("", ())
+    async with (
+        store.reading() as db,
+        db.execute(f"SELECT * FROM jobs {where} ORDER BY created_at DESC LIMIT ?", (*args, limit)) as cursor,
     ):
         return [_job(r) for r in await cursor.fetchall()]

@@ -10,18 +10,22 @@ naming what to change, and not inside the job.
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ted.errors import invalid_input
+from ted.errors import ConfigError, invalid_input
 from ted.llm.base import GenerationSettings, Model
 from ted.llm.capabilities import require_images
 from ted.runs import jobs
 from ted.runs.datasets import Dataset, Problem
 from ted.runs.jobs import DistillParams, Job
 from ted.store import Store
+from ted.store.records import LibraryState
 from ted.tokens import count_tokens
+
+# The model an estimate shows for a role nobody configured yet.
+NOT_CONFIGURED = "(not configured)"
 
 
 class Estimate(BaseModel):
@@ -94,8 +98,8 @@ async def prepare_job(
     try:
         params = DistillParams(
             library=library,
-            student=state.model_for("student", student),
-            teacher=state.model_for("teacher", teacher),
+            student=_model_name(state, "student", student, required=check_models),
+            teacher=_model_name(state, "teacher", teacher, required=check_models),
             student_settings=state.generation_for("student", student_settings),
             teacher_settings=state.generation_for("teacher", teacher_settings),
             **options,
@@ -135,6 +139,16 @@ async def create_job(store: Store, prepared: Prepared) -> Job:
         solutions=prepared.solutions,
         config=prepared.config,
     )
+
+
+def _model_name(state: LibraryState, role: Literal["student", "teacher"], given: str | None, *, required: bool) -> str:
+    """The model for `role`; an estimate makes no call, so it needs none configured."""
+    try:
+        return state.model_for(role, given)
+    except ConfigError:
+        if required:
+            raise
+        return NOT_CONFIGURED
 
 
 def _check_models(models: Callable[[str], Model], params: DistillParams, problems: list[Problem]) -> dict[str, str]:

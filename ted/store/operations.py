@@ -18,9 +18,19 @@ from ted.store.records import AddOp, DeleteOp, LibrarySettings, MergeOp, Operati
 from ted.tokens import count_tokens
 
 
+def lesson_key(text: str) -> str:
+    """What two lessons share when they are the same lesson: the text, case and spacing aside."""
+    return " ".join(text.split()).casefold()
+
+
 class OperationWriter:
-    def __init__(self, db: aiosqlite.Connection, library: sqlite3.Row, active: set[str], version: int):
-        self.db, self.library, self.active, self.version = db, library, active, version
+    """Writes operations; with `distinct`, a lesson added or rewritten to the text of another
+    active lesson (by `lesson_key`) is refused, naming the one that is there."""
+
+    def __init__(
+        self, db: aiosqlite.Connection, library: sqlite3.Row, active: set[str], version: int, distinct: bool = False
+    ):
+        self.db, self.library, self.active, self.version, self.distinct = db, library, active, version, distinct
         self.next_number: int = library["next_experience"]
         self.encoding = LibrarySettings.model_validate_json(library["settings"]).encoding
 
@@ -31,12 +41,14 @@ class OperationWriter:
         for index, op in enumerate(operations, start=1):
             match op:
                 case AddOp():
+                    await self._refuse_duplicate(op.text)
                     new_id = await self._insert(
                         op.text, op.provenance, op.usage_count, op.helpful_count, op.harmful_count
                     )
                     applied.append(op.model_copy(update={"id": new_id}))
                 case RewriteOp():
                     self._require_active(index, op, op.id)
+                    await self._refuse_duplicate(op.text, op.id)
                     await db.execute(
                         "UPDATE experiences SET text = ?, tokens = ? WHERE library_id = ? AND id = ?",
                         (op.text, count_tokens(op.text, self.encoding), library_id, op.id),
@@ -100,6 +112,21 @@ class OperationWriter:
         self.active.add(new_id)  # later operations of this call may refer to it
         self.next_number += 1
         return new_id
+
+    async def _refuse_duplicate(self, text: str, own_id: str | None = None) -> None:
+        if not self.distinct:
+            return
+        key = lesson_key(text)
+        async with self.db.execute(
+            "SELECT id, text FROM experiences WHERE library_id = ? AND state = 'active' ORDER BY ordinal",
+            (self.library["id"],),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        for row in rows:
+            if row["id"] != own_id and lesson_key(row["text"]) == key:
+                raise InvalidInput(
+                    f"Library {self.library['name']!r} already has this lesson as {row['id']}; nothing was changed."
+                )
 
     def _require_active(self, index: int, op: Operation, id_: str) -> None:
         if id_ not in self.active:

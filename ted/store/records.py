@@ -10,7 +10,7 @@ import os
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, WithJsonSchema, computed_field
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError, WithJsonSchema, computed_field
 
 from ted.errors import ConfigError, InvalidInput
 from ted.llm.base import GenerationSettings
@@ -26,7 +26,7 @@ LibraryName = Annotated[
     str,
     Field(
         pattern=r"^[a-z0-9_-]{1,64}$",
-        description="Library name: 1-64 characters from a-z, 0-9, '_' and '-', e.g. 'gsm8k'.",
+        description="Library name, e.g. 'gsm8k'.",
     ),
 ]
 _LIBRARY_NAME = TypeAdapter(LibraryName)
@@ -47,19 +47,26 @@ TaskText = Annotated[
     str,
     Field(min_length=1, max_length=MAX_TASK_CHARS, pattern=r"\S", description="The task or problem statement."),
 ]
-TaskId = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_TASK_ID_CHARS,
-        pattern=r"^[^\s]+$",
-        description="Your id for the task (no spaces); attempts with the same id are critiqued together.",
-    ),
-]
+TaskId = Annotated[str, Field(min_length=1, max_length=MAX_TASK_ID_CHARS, pattern=r"^[^\s]+$")]
 TrajectoryText = Annotated[
     str, Field(max_length=MAX_TRAJECTORY_CHARS, description="The reasoning, citing experiences as [E3].")
 ]
-AnswerText = Annotated[str, Field(max_length=MAX_ANSWER_CHARS)]
+
+
+def _number_as_text(value: Any) -> Any:
+    # Models and the Inspector send a numeric answer as a JSON number. It is stored as the text
+    # it stands for; booleans are not numbers here, and anything else is left to the str check.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+AnswerText = Annotated[
+    str,
+    Field(max_length=MAX_ANSWER_CHARS),
+    BeforeValidator(_number_as_text),
+    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": MAX_ANSWER_CHARS}, {"type": "number"}]}),
+]
 ExperienceText = Annotated[
     str,
     Field(
@@ -240,6 +247,29 @@ class RestoreOp(BaseModel):
 
 
 Operation = Annotated[AddOp | RewriteOp | DeleteOp | MergeOp | RestoreOp, Field(discriminator="op")]
+# How a reply shows the operations it applied: one object schema instead of the five models with
+# their limits and descriptions, which, repeated in every tool that changes a library, made up a
+# third of the tool list a client loads. The values are the same records; only the schema is loose.
+AppliedOperations = Annotated[
+    list[Operation],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "op": {
+                        "enum": [m.model_fields["op"].default for m in (AddOp, RewriteOp, DeleteOp, MergeOp, RestoreOp)]
+                    },
+                    "id": {"type": ["string", "null"]},
+                    "text": {"type": "string"},
+                    "ids": {"type": "array", "items": {"type": "string"}},
+                    "into": {"type": ["string", "null"]},
+                },
+            },
+        }
+    ),
+]
 VersionKind = Literal["create", "add", "critique", "compression", "manual", "rollback", "import"]
 
 
@@ -308,6 +338,15 @@ class LibraryList(BaseModel):
     libraries: list[LibrarySummary]
 
 
+class LibraryDeleted(BaseModel):
+    """The reply of `delete_library`: what went with it."""
+
+    library: str
+    lessons: int = Field(description="Lessons deleted, retired ones included.")
+    versions: int
+    attempts: int
+
+
 class ChangedItem(BaseModel):
     id: str
     before: str
@@ -328,7 +367,7 @@ class ChangeResult(BaseModel):
 
     library: str
     version: int
-    operations: list[Operation]
+    operations: AppliedOperations
     items: int
     tokens: int
     over_budget: bool

@@ -35,6 +35,7 @@ from ted.store.records import (
     Experience,
     ExperienceItem,
     ExperiencePrompt,
+    LibraryDeleted,
     LibrarySettings,
     LibraryState,
     LibrarySummary,
@@ -371,6 +372,7 @@ class Store:
         expected_version: int | None = None,
         also: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None,
         over_budget_ok: bool = False,
+        distinct: bool = False,
     ) -> ChangeResult:
         """Apply the operations as one new version, or none of them.
 
@@ -380,7 +382,8 @@ class Store:
         compression, the paper's ablation, passes `over_budget_ok`). `expected_version` guards
         a plan made from an earlier read: if another client changed the library since, nothing
         is applied. `also(db, version)` runs inside the same transaction, for records that must
-        commit together with the version (a critique, the attempts it covered).
+        commit together with the version (a critique, the attempts it covered). With `distinct`,
+        a lesson added or rewritten to the text of another active one is refused.
         """
         if not operations:
             raise InvalidInput("Nothing to apply: give at least one operation.")
@@ -393,7 +396,7 @@ class Store:
                 )
             version = library["version"] + 1
             active = {e.id for e in await self._experiences(db, library["id"], active_only=True)}
-            writer = OperationWriter(db, library, active, version)
+            writer = OperationWriter(db, library, active, version, distinct)
             applied = await writer.apply(operations)
             items = await self._experiences(db, library["id"], active_only=True)
             if not over_budget_ok:
@@ -421,6 +424,35 @@ class Store:
             items=len(items),
             tokens=tokens,
             over_budget=settings.over_budget(len(items), tokens),
+        )
+
+    async def delete_library(self, name: str) -> LibraryDeleted:
+        """Delete a library with its lessons, versions, attempts and critiques, for good.
+
+        Its jobs and the ledger's calls stay, as the record of what was run and paid. Refused
+        while one of its jobs may still be running: cancel that first.
+        """
+        async with self.transaction() as db:
+            library = await self._require_library(db, name)
+            async with db.execute(
+                "SELECT id FROM jobs WHERE library = ? AND state IN ('queued', 'running') ORDER BY created_at", (name,)
+            ) as cursor:
+                if running := [row["id"] for row in await cursor.fetchall()]:
+                    raise InvalidInput(
+                        f"Library {name!r} has a job that is not finished ({', '.join(running)}); cancel it with "
+                        "cancel_job (or `ted jobs`), then delete the library."
+                    )
+            counts = {}
+            for table in ("experiences", "library_versions", "attempts"):
+                async with db.execute(f"SELECT count(*) FROM {table} WHERE library_id = ?", (library["id"],)) as c:
+                    counts[table] = (await c.fetchone())[0]
+            # The foreign keys cascade to experiences, versions, attempts and critiques.
+            await db.execute("DELETE FROM libraries WHERE id = ?", (library["id"],))
+        return LibraryDeleted(
+            library=name,
+            lessons=counts["experiences"],
+            versions=counts["library_versions"],
+            attempts=counts["attempts"],
         )
 
     async def record_attempt(self, name: str, attempt: NewAttempt, cited: Sequence[str]) -> CitationsCounted:

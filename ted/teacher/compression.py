@@ -29,6 +29,7 @@ from ted.prompts import COMPRESS_SYSTEM, compress_prompt, experience_prompt
 from ted.store import Store
 from ted.store.records import (
     AddOp,
+    AppliedOperations,
     ChangeResult,
     DeleteOp,
     Experience,
@@ -59,7 +60,7 @@ class CompressionResult(BaseModel):
     dry_run: bool
     version_before: int
     version: int
-    operations: list[Operation]
+    operations: AppliedOperations
     dropped: list[Dropped]
     budget_removals: list[str]
     items_before: int

@@ -51,7 +51,7 @@ from ted.prompts import (
 )
 from ted.store import Store
 from ted.store.database import timestamp
-from ted.store.records import AddOp, AttemptRecord, DeleteOp, LibraryState, Operation, RewriteOp
+from ted.store.records import AddOp, AppliedOperations, AttemptRecord, DeleteOp, LibraryState, Operation, RewriteOp
 from ted.tasks import Task
 from ted.teacher.compression import CompressionResult, Dropped, Simulation, plan_compression, write_change
 from ted.teacher.replies import (
@@ -97,7 +97,7 @@ class CritiqueResult(BaseModel):
     analysis: str
     diagnoses: dict[str, dict]
     version: int
-    operations: list[Operation]
+    operations: AppliedOperations
     rejected: list[Dropped]
     compression: CompressionResult | None
 
