@@ -7,8 +7,8 @@
 
 By default it launches the `ted-mcp` installed beside this interpreter over stdio; the job then
 runs inside that server process, so it lives as long as this script. A job cut short (Ctrl-C,
---timeout) stays in the database and resumes the next time `ted-mcp` starts on it, or with
-`ted distill --resume JOB`. With --url it talks to a running `ted-mcp --transport http`, where
+--timeout) stays in the database until `ted distill --resume JOB` (or a `ted-mcp --resume-jobs`
+on it) takes it up. With --url it talks to a running `ted-mcp --transport http`, where
 the job carries on after the script exits and --job follows it again later.
 
 The server needs a student and a teacher: the library's own (`ted config LIB --student …
@@ -195,11 +195,16 @@ async def main(options: argparse.Namespace) -> int:
         library = await call(client, "get_experiences", {"library": status["params"]["library"]})
         describe(status, library)
         if not status["finished"]:
-            where = "the server" if options.url else "the next `ted-mcp` start on this database"
-            print(
-                f"still {status['state']} after {options.timeout:g} s: {where} carries it on; "
-                f"follow it with --job {job_id}, or run `ted distill --resume {job_id}`"
-            )
+            if options.url:
+                print(
+                    f"still {status['state']} after {options.timeout:g} s: the server carries it on; follow it "
+                    f"with --job {job_id}"
+                )
+            else:
+                print(
+                    f"still {status['state']} after {options.timeout:g} s; resume it with `ted distill --resume "
+                    f"{job_id}`"
+                )
             return 2
         return 1 if status["state"] == "failed" else 0
 
