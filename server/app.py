@@ -78,13 +78,13 @@ def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Ca
     return wrapper
 
 
-# What a reply's schema does without: the limits and defaults of what a caller may send, and
-# which fields are required (a reply carries every field, within the server's own limits), and
-# prose. A client checks a reply against its schema; the model reads the reply itself, and the
-# tool's description says what it means.
+# What a reply's schema does without: the limits and defaults of what a caller may send (a reply
+# carries every field, within the server's own limits), and prose. A client checks a reply
+# against its schema; the model reads the reply itself, and the tool's description says what
+# it means.
 REPLY_DROPS = frozenset(
     {"default", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-    | {"minItems", "maxItems", "description", "required"}
+    | {"minItems", "maxItems", "description"}
 )
 
 
@@ -103,6 +103,8 @@ def compact(schema: Any, reply: bool = False) -> Any:
     dropped = REPLY_DROPS | {"title"} if reply else {"title"}
     kept = {}
     for key, value in schema.items():
+        if key == "default" and value is None:  # an optional argument: not in `required` says so
+            continue
         if key == "$defs":
             kept[key] = {
                 name: {k: v for k, v in compact(sub, reply).items() if k != "description"}
@@ -113,8 +115,8 @@ def compact(schema: Any, reply: bool = False) -> Any:
         elif key not in dropped:
             kept[key] = compact(value, reply)
     match kept.get("anyOf"):
-        # A reply's `X | None`, as one type: what pydantic spells anyOf [{type: X}, {type: null}].
-        case [{"type": str(one)}, {"type": "null"}] if reply and len(kept["anyOf"][0]) == 1:
+        # `X | None` as one type: what pydantic spells anyOf [{type: X}, {type: null}].
+        case [{"type": str(one)}, {"type": "null"}] if len(kept["anyOf"][0]) == 1:
             del kept["anyOf"]
             kept["type"] = [one, "null"]
     return kept

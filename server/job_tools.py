@@ -158,9 +158,8 @@ async def get_job(
 async def cancel_job(ctx: Context, job_id: JobId) -> JobSummary:
     """Stop a job cleanly: the batch in flight is dropped, everything applied before it stays.
 
-    Not final: a cancelled job keeps its place, and distill_batch(resume=job_id) continues it
-    without repeating a paid call. Returns once the job has stopped; a job run by another server
-    process stops when that process next looks (get_job then shows it end).
+    Not final: distill_batch(resume=job_id) continues it without repeating a paid call. A job
+    run by another server process stops when that process next looks.
     """
     shared = ted(ctx)
     return (await shared.runner.cancel(job_id)).summary()

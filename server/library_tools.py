@@ -44,8 +44,8 @@ async def get_experiences(
     task: Annotated[
         TaskText | None,
         Field(
-            description="Optional: the task you are about to solve. It does not select lessons (all are returned); "
-            "its hash comes back as task_id, the id record_attempt gives the task."
+            description="Optional. Selects nothing (every lesson is returned): its hash comes back as task_id, "
+            "the id record_attempt gives this task."
         ),
     ] = None,
     images: Images = [],

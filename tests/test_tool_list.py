@@ -47,7 +47,7 @@ async def test_the_prompt_describes_its_arguments(client):
 async def test_get_experiences_says_what_task_does(client):
     tools = {t["name"]: t for t in await tool_list(client)}
     task = tools["get_experiences"]["inputSchema"]["properties"]["task"]["description"]
-    assert "does not select lessons" in task and "task_id" in task
+    assert "Selects nothing" in task and "task_id" in task
 
 
 async def test_tools_list_is_under_30_kb_on_the_wire(client):

@@ -26,10 +26,10 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 import anyio.to_thread
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 
 from ted.errors import InvalidInput
 from ted.gate import lesson_problem
@@ -99,7 +99,8 @@ class CritiqueResult(BaseModel):
     version: int
     operations: AppliedOperations
     rejected: list[Dropped]
-    compression: CompressionResult | None
+    # Shown as an object: its schema is compress_library's reply, which a client has already.
+    compression: Annotated[CompressionResult | None, WithJsonSchema({"type": ["object", "null"]})]
 
 
 def _clip(text: str) -> str:
