@@ -60,7 +60,9 @@ async def test_job_tools_share_one_summary_and_only_get_job_has_the_whole_record
     tools = {t["name"]: t for t in await tool_list(client)}
     summary = tools["cancel_job"]["outputSchema"]
     assert tools["list_jobs"]["outputSchema"]["properties"]["jobs"]["items"] == {"$ref": "#/$defs/JobSummary"}
-    assert tools["list_jobs"]["outputSchema"]["$defs"]["JobSummary"] == {k: summary[k] for k in ("properties", "type")}
+    assert tools["list_jobs"]["outputSchema"]["$defs"]["JobSummary"] == {
+        k: summary[k] for k in ("properties", "required", "type")
+    }
     assert "params" not in summary["properties"] and "params" in tools["get_job"]["outputSchema"]["properties"]
 
 
