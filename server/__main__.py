@@ -1,20 +1,34 @@
-"""`ted-mcp`: run the server over stdio (what Claude Desktop launches) or streamable HTTP."""
+"""`ted-mcp`: run the server over stdio (what Claude Desktop launches) or streamable HTTP.
+
+The database is opened, migrated and verified before anything listens: a file written by a
+newer ted-mcp, or a damaged one, stops the server with the reason instead of a server that
+says it serves and then fails every call.
+"""
 
 import argparse
 import importlib.metadata
 import os
 import sys
+from pathlib import Path
 
 import anyio
 
+from ted.errors import TedError
+from ted.store import Store
+from ted.store.database import default_db_path
 from ted_server.app import build_server
-from ted_server.http import MissingToken, http_app, serve
+from ted_server.http import MissingToken, allowed_hosts_from_env, http_app, serve
 from ted_server.stdio import run_stdio
 
 WAITING = (
     "ted-mcp: waiting for an MCP client on stdin. Clients such as Claude Desktop start this command "
     "themselves (`ted setup CLIENT` prints their configuration); press Ctrl-C to quit."
 )
+
+
+async def check_database(path: Path) -> None:
+    async with Store.open(path, verify=True):
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +42,14 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("TED_HTTP_TOKEN"),
         help="Bearer token HTTP clients must send; required off loopback (default: $TED_HTTP_TOKEN).",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=allowed_hosts_from_env(),
+        metavar="NAME",
+        help="Another Host name clients may use, e.g. a reverse proxy's (repeatable; $TED_HTTP_ALLOWED_HOSTS, "
+        "comma-separated). Loopback names and the bind address are always allowed.",
+    )
     parser.add_argument("--db", default=None, help="SQLite file (default: $TED_DB or the user data directory).")
     parser.add_argument(
         "--resume-jobs",
@@ -35,20 +57,30 @@ def main(argv: list[str] | None = None) -> None:
         help="Take over interrupted distillation jobs that this process's model settings can run "
         "(without it they are only listed, with the command that resumes them).",
     )
+    parser.add_argument(
+        "--allow-test-models",
+        action="store_true",
+        help="Let clients name the in-process test doubles (scripted:…); for tests only.",
+    )
     args = parser.parse_args(argv)
 
-    mcp = build_server(args.db, resume_jobs=args.resume_jobs)
+    path = Path(args.db) if args.db else default_db_path()
     try:
-        if args.transport == "stdio":
+        mcp = build_server(path, resume_jobs=args.resume_jobs, allow_test_models=args.allow_test_models)
+        # The arguments first (a refused token touches no database), then the database, then listen.
+        app = http_app(mcp, args.host, args.token, args.allowed_host) if args.transport == "http" else None
+        anyio.run(check_database, path)
+        if app is None:
             if sys.stdin.isatty():  # a person, not a client: say what this is and how to leave
                 print(WAITING, file=sys.stderr, flush=True)
             anyio.run(run_stdio, mcp)
         else:
-            app = http_app(mcp, args.host, args.token)
             print(f"ted-mcp: serving MCP on http://{args.host}:{args.port}/mcp", file=sys.stderr, flush=True)
             anyio.run(serve, app, args.host, args.port)
     except MissingToken as e:
         parser.exit(2, f"ted-mcp: {e}\n")
+    except TedError as e:
+        parser.exit(1, f"ted-mcp: {e}\n")
     except KeyboardInterrupt:
         parser.exit(130, "ted-mcp: stopped.\n")
 

@@ -10,7 +10,9 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import sqlite3
 import sys
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,11 +24,14 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 
-from ted.errors import TedError
+from ted import grading
+from ted.errors import ConfigError, TedError
+from ted.guard import Guard
 from ted.ledger import Ledger
 from ted.llm.base import Model
-from ted.llm.registry import get_model
+from ted.llm.registry import get_model, split_name
 from ted.prompts import server_instructions
+from ted.redaction import redact
 from ted.store import Store
 from ted.store.database import default_db_path
 from ted_server import job_tools, library_tools, resources, teacher_tools
@@ -66,7 +71,8 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], str, ToolAnnotations]] = [
 
 
 def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """`fn`, with a TedError it raises turned into `error` (a tool or resource error), same message."""
+    """`fn`, with a TedError it raises turned into `error` (a tool or resource error), same message,
+    and anything else it raises into one that names the cause (its traceback goes to the log)."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -74,6 +80,9 @@ def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Ca
             return await fn(*args, **kwargs)
         except TedError as e:
             raise error(str(e)) from e
+        except Exception as e:  # noqa: BLE001 — every failure reaches the client with a cause
+            print(f"ted-mcp: {fn.__name__} failed:\n{redact(traceback.format_exc())}", file=sys.stderr, flush=True)
+            raise error(unexpected(e)) from e
 
     return wrapper
 
@@ -123,9 +132,12 @@ def compact(schema: Any, reply: bool = False) -> Any:
 
 
 def tool(fn: Callable[..., Awaitable[Any]], title: str, hints: ToolAnnotations) -> Tool:
-    """`fn` as an MCP tool: its docstring, dedented, as the description, and compact schemas."""
-    made = Tool.from_function(
-        reported_as(ToolError, fn), title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=hints
+    """`fn` as an MCP tool: its docstring, dedented, as the description, compact schemas, and no
+    argument name it does not have."""
+    made = strict_arguments(
+        Tool.from_function(
+            reported_as(ToolError, fn), title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=hints
+        )
     )
     made.parameters = compact(made.parameters)
     # The SDK reads the output schema from the metadata when tools are listed.
@@ -133,28 +145,69 @@ def tool(fn: Callable[..., Awaitable[Any]], title: str, hints: ToolAnnotations) 
     return made
 
 
+def unexpected(e: Exception) -> str:
+    """What an error ted-mcp did not raise on purpose means to the caller, without its internals."""
+    if isinstance(e, OverflowError):
+        return "A number is too large for the database (the limit is 2**63 - 1); pass a smaller one."
+    if isinstance(e, ValueError) and "null" in str(e).lower():
+        return "A text argument contains a NUL character (\\x00); remove it and try again."
+    if isinstance(e, OSError):
+        return f"The server could not use a file or connection: {e.strerror or type(e).__name__}. Check it and retry."
+    if isinstance(e, sqlite3.Error):
+        return f"The database failed ({redact(str(e))}); this call did not complete. Check the disk and retry."
+    return (
+        f"ted-mcp failed with {type(e).__name__}: {redact(str(e))[:300]}. This is a bug in ted-mcp; the server's "
+        "log has the details, and this call did not complete."
+    )
+
+
+def strict_arguments(tool: Tool) -> Tool:
+    """The tool, refusing argument names it does not have: a misspelled `libary` is an error that
+    names it, not a call that quietly goes to the default library. The schema says so too."""
+    base = tool.fn_metadata.arg_model
+    config = {**base.model_config, "extra": "forbid"}
+    strict = type(base.__name__, (base,), {"model_config": config, "__module__": base.__module__})
+    tool.fn_metadata.arg_model = strict
+    tool.parameters = strict.model_json_schema(by_alias=True)
+    return tool
+
+
+def real_models(name: str) -> Model:
+    """The provider adapters, refusing the in-process test doubles: a client that names
+    `scripted:…` must not get a model that costs nothing and answers whatever it is scripted to."""
+    if split_name(name)[0] == "scripted":
+        raise ConfigError(
+            f"Model {name!r} is a test double, which this server only offers when started for tests "
+            "(ted-mcp --allow-test-models). Name a real model: anthropic:…, openai:…, openrouter:… or local:…."
+        )
+    return get_model(name)
+
+
 def build_server(
     db_path: Path | str | None = None,
     *,
     models: Callable[[str], Model] | None = None,
     resume_jobs: bool = False,
+    allow_test_models: bool = False,
 ) -> MCPServer[Ted]:
     """The server, bound to one database file (default: `TED_DB` or the user data dir).
 
-    `models` turns a `provider:model` name into a model (default: the provider adapters);
-    tests pass scripted models here. Interrupted jobs are listed at start and resumed only with
-    `resume_jobs` (`ted-mcp --resume-jobs`).
+    `models` turns a `provider:model` name into a model (default: the provider adapters, without
+    the `scripted:` test doubles unless `allow_test_models`); tests pass scripted models here.
+    Interrupted jobs are listed at start and resumed only with `resume_jobs` (`ted-mcp --resume-jobs`).
     """
     path = Path(db_path) if db_path is not None else default_db_path()
+    resolve = models or (get_model if allow_test_models else real_models)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Ted]:
-        async with Store.open(path) as store, anyio.create_task_group() as tg:
+        async with Store.open(path, verify=True) as store, anyio.create_task_group() as tg:
             print(f"ted-mcp: experience store at {store.path}", file=sys.stderr, flush=True)
-            # The grader's sympy takes a second to import; do it now, off the event loop, rather
-            # than inside the first record_attempt that carries a ground truth.
-            tg.start_soon(anyio.to_thread.run_sync, importlib.import_module, "math_verify")
-            ledger, resolve = Ledger(store), models or get_model
+            # The grading workers take seconds to start (sympy); start them now, off the event loop,
+            # rather than inside the first record_attempt that carries a ground truth.
+            tg.start_soon(functools.partial(anyio.to_thread.run_sync, grading.pool().warm, abandon_on_cancel=True))
+            ledger = Ledger(store)
+            store.reviewer = Guard(store, ledger, resolve)
             runner = JobRunner(store, ledger, resolve, tg)
             if resumed := await runner.interrupted(resume=resume_jobs):
                 print(f"ted-mcp: resuming interrupted jobs {', '.join(resumed)}", file=sys.stderr, flush=True)

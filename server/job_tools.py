@@ -7,12 +7,13 @@ from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
 from ted.errors import InvalidInput
+from ted.files import data_roots
 from ted.llm.base import GenerationSettings
 from ted.runs import jobs
 from ted.runs.datasets import Dataset, dataset_from_items, load_dataset
 from ted.runs.jobs import Compression, JobStatus, JobSummary
 from ted.runs.prepare import Estimate, create_job, prepare_job, prepare_resume
-from ted.store.records import LibraryName
+from ted.store.records import Flag, LibraryName
 from ted_server.context import ted
 
 JobId = Annotated[str, Field(min_length=1, max_length=64, description="A job id, e.g. 'job-1a2b3c4d5e6f'.")]
@@ -41,8 +42,9 @@ async def distill_batch(
     dataset: Annotated[
         str | list[dict[str, Any]] | None,
         Field(
-            description="A JSONL file on the server's machine (absolute path), or a list of items "
-            "{id, question, answer, images?}. Not needed with `resume`."
+            description="A JSONL file on the server's machine, inside its data folders (TED_DATA_DIRS; a relative "
+            "path is looked for in each), or a list of items {id, question, answer, images?} whose image paths are "
+            "absolute and inside those folders too. Not needed with `resume`."
         ),
     ] = None,
     library: LibraryName = "default",
@@ -54,14 +56,14 @@ async def distill_batch(
     compression: Annotated[
         Compression, Field(description="teacher (the method); none, truncate, random reproduce the ablations.")
     ] = "teacher",
-    critique_all: Annotated[bool, Field(description="Critique groups whose rollouts were all correct too.")] = False,
+    critique_all: Annotated[Flag, Field(description="Critique groups whose rollouts were all correct too.")] = False,
     student_settings: Sampling = None,
     teacher_settings: Sampling = None,
     failure_share: FailureShare = 1.0,
-    limit: Annotated[int | None, Field(ge=1, description="Use only the first `limit` problems.")] = None,
-    max_cost_usd: Annotated[float | None, Field(gt=0, description="Stop cleanly at this cost.")] = None,
-    max_tokens: Annotated[int | None, Field(gt=0, description="Stop cleanly at this many tokens.")] = None,
-    estimate_only: Annotated[bool, Field(description="Return the estimate without starting.")] = False,
+    limit: Annotated[int | None, Field(ge=1, le=10**9, description="Use only the first `limit` problems.")] = None,
+    max_cost_usd: Annotated[float | None, Field(gt=0, le=10**6, description="Stop cleanly at this cost.")] = None,
+    max_tokens: Annotated[int | None, Field(gt=0, le=10**12, description="Stop cleanly at this many tokens.")] = None,
+    estimate_only: Annotated[Flag, Field(description="Return the estimate without starting.")] = False,
     resume: Annotated[
         JobId | None,
         Field(
@@ -114,15 +116,16 @@ async def distill_batch(
 async def _dataset(dataset: str | list[dict[str, Any]] | None, limit: int | None) -> Dataset:
     if dataset is None:
         raise InvalidInput("Give a dataset (a JSONL file's path or a list of items), or a job id as `resume`.")
+    # A client may name files only inside the data folders (TED_DATA_DIRS); see ted.files.
     if isinstance(dataset, str):
-        return await load_dataset(dataset, limit=limit)
-    return await dataset_from_items(dataset, limit=limit)
+        return await load_dataset(dataset, limit=limit, roots=data_roots())
+    return await dataset_from_items(dataset, limit=limit, roots=data_roots())
 
 
 async def get_job(
     ctx: Context,
     job_id: JobId,
-    wait: Annotated[bool, Field(description="Wait until the job ends (or `timeout`), sending progress.")] = False,
+    wait: Annotated[Flag, Field(description="Wait until the job ends (or `timeout`), sending progress.")] = False,
     timeout: Annotated[float, Field(gt=0, le=3600, description="Seconds to wait at most.")] = 300,
 ) -> JobStatus:
     """State, progress (problems done / total, epoch), cost so far, library version and error of a job.

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ted import agent
 from ted.errors import InvalidInput
+from ted.files import data_roots
 from ted.images import MAX_IMAGES
 from ted.store.records import (
     MAX_CITED_IDS,
@@ -18,13 +19,15 @@ from ted.store.records import (
     ChangeResult,
     ExperienceId,
     ExperiencePrompt,
-    ExperienceText,
+    Flag,
+    LessonText,
     LibraryDeleted,
     LibraryList,
     LibraryName,
     TaskId,
     TaskText,
     TrajectoryText,
+    Version,
 )
 from ted_server.context import ted
 
@@ -33,7 +36,8 @@ Images = Annotated[
     Field(
         max_length=MAX_IMAGES,
         description="The task's images: data: URLs (base64 PNG, JPEG, GIF or WebP, up to 5 MB each), http(s) "
-        "URLs, or absolute paths of files on the server's machine. They are part of the task's id.",
+        "URLs, or absolute paths of files in the server's data folders (TED_DATA_DIRS). They are part of the "
+        "task's id.",
     ),
 ]
 
@@ -56,7 +60,7 @@ async def get_experiences(
     has been learned yet), the items with their ids and usage counts, the library version,
     its token count and budget. Cite a lesson as [E3] when you apply it.
     """
-    prompt = await agent.get_experiences(ted(ctx).store, library, task, images)
+    prompt = await agent.get_experiences(ted(ctx).store, library, task, images, roots=data_roots())
     # The text block mirrors the structured content as compact JSON: the SDK's default
     # (indented) nearly doubles the reply of the call every agent makes before every task.
     return CallToolResult(
@@ -81,7 +85,7 @@ async def record_attempt(
     ground_truth: Annotated[
         AnswerText | None, Field(description="The correct answer, when known: the attempt is graded against it.")
     ] = None,
-    correct: Annotated[bool | None, Field(description="Your verdict when there is no ground truth.")] = None,
+    correct: Annotated[Flag | None, Field(description="Your verdict when there is no ground truth.")] = None,
     used_experience_ids: Annotated[
         list[ExperienceId],
         Field(
@@ -111,15 +115,18 @@ async def record_attempt(
         used_experience_ids=used_experience_ids,
         model=model,
         images=images,
+        roots=data_roots(),
     )
 
 
-async def add_experience(ctx: Context, text: ExperienceText, library: LibraryName = "default") -> ChangeResult:
+async def add_experience(ctx: Context, text: LessonText, library: LibraryName = "default") -> ChangeResult:
     """Add a lesson to a library by hand.
 
     Write a general lesson that helps with many tasks of this kind (a reasoning pattern
     that works, or a failure to avoid), never the answer to one task. Makes a new version.
-    A lesson the library already has (case and spacing aside) is refused with its id.
+    A lesson the library already has (case and spacing aside) is refused with its id, and the
+    lesson gate refuses one that addresses the agent instead of the task (its instructions,
+    tools, links, secrets) or copies a recorded task or ground truth.
     """
     return await agent.add_experience(ted(ctx).store, library, text, source="add_experience")
 
@@ -127,10 +134,10 @@ async def add_experience(ctx: Context, text: ExperienceText, library: LibraryNam
 LessonId = Annotated[ExperienceId, Field(description="The lesson's id, e.g. 'E3' (see get_experiences).")]
 
 
-async def edit_experience(ctx: Context, library: LibraryName, id: LessonId, text: ExperienceText) -> ChangeResult:
+async def edit_experience(ctx: Context, library: LibraryName, id: LessonId, text: LessonText) -> ChangeResult:
     """Reword one lesson: it keeps its id and usage counts; the change is a new version.
 
-    The new text is checked like a new lesson's, and may not repeat another lesson.
+    The new text passes the lesson gate like a new lesson's, and may not repeat another lesson.
     """
     return await agent.edit_experience(ted(ctx).store, library, id, text, source="edit_experience")
 
@@ -148,7 +155,7 @@ async def list_libraries(ctx: Context) -> LibraryList:
 async def rollback_library(
     ctx: Context,
     library: LibraryName,
-    version: Annotated[int, Field(ge=0, description="The version whose lessons to bring back.")],
+    version: Annotated[Version, Field(description="The version whose lessons to bring back.")],
 ) -> ChangeResult:
     """Undo changes: make the library's lessons what they were at `version`.
 

@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 from ted.errors import InvalidInput, TedError
 from ted.ledger import Ledger
 from ted.llm.base import Model
+from ted.redaction import redact
 from ted.runs import jobs
 from ted.runs.distill import run_job
 from ted.runs.jobs import Job
@@ -95,7 +96,7 @@ class JobRunner:
         except TedError as e:  # leased elsewhere or already finished: nothing to do here
             _say(f"job {job_id} not run: {e}")
         except Exception as e:  # noqa: BLE001 — the job records its error; the server keeps serving
-            _say(f"job {job_id} failed: {type(e).__name__}: {e}")
+            _say(f"job {job_id} failed: {type(e).__name__}: {redact(str(e))}")
         finally:
             self._running.discard(job_id)
             await self._notify(None, job_id)

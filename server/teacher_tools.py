@@ -3,10 +3,10 @@
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
-from pydantic import Field
+from pydantic import Field, Strict
 
 from ted import agent
-from ted.store.records import LibraryName, TaskId
+from ted.store.records import Flag, LibraryName, TaskId
 from ted.teacher.compression import CompressionResult, Strategy
 from ted.teacher.critique import CritiqueResult, critique_task
 from ted_server.context import ted
@@ -39,8 +39,8 @@ async def compress_library(
         Strategy,
         Field(description="teacher: merge/rewrite/delete/retain by the teacher; truncate and random are ablations."),
     ] = "teacher",
-    dry_run: Annotated[bool, Field(description="Show the plan without applying it.")] = False,
-    seed: Annotated[int | None, Field(description="Seed for the random strategy.")] = None,
+    dry_run: Annotated[Flag, Field(description="Show the plan without applying it.")] = False,
+    seed: Annotated[Annotated[int, Strict()] | None, Field(description="Seed for the random strategy.")] = None,
 ) -> CompressionResult:
     """Shrink a library to its token budget and item cap.
 

@@ -9,13 +9,13 @@ import anyio.to_thread
 
 from ted.citations import cited_ids
 from ted.errors import InvalidInput, NotFound
-from ted.gate import injection_problem
+from ted.files import Roots
+from ted.gate import check, explain, normalise
 from ted.grading import grade_attempt
 from ted.ledger import Ledger
 from ted.llm.base import Model
 from ted.store import Store
 from ted.store.records import (
-    MAX_EXPERIENCE_CHARS,
     AddOp,
     AttemptResult,
     ChangedItem,
@@ -34,19 +34,20 @@ from ted.teacher.compression import CompressionResult, Strategy, compress_librar
 
 
 async def get_experiences(
-    store: Store, library: str, task: str | None = None, images: Sequence[str] = ()
+    store: Store, library: str, task: str | None = None, images: Sequence[str] = (), roots: Roots = None
 ) -> ExperiencePrompt:
     prompt = await store.experience_prompt(library)
     if task is not None:
-        prompt.task_id = (await _read_task(task, images)).id
+        prompt.task_id = (await _read_task(task, images, roots)).id
     return prompt
 
 
-async def _read_task(text: str, images: Sequence[str]) -> Task:
-    """The task with its images read (in a worker thread); InvalidInput naming a bad image."""
+async def _read_task(text: str, images: Sequence[str], roots: Roots) -> Task:
+    """The task with its images read (in a worker thread); InvalidInput naming a bad image. Image
+    files must be inside `roots` when a client named them (`ted.files`)."""
     if not images:
         return Task(text=text)
-    return await anyio.to_thread.run_sync(Task.read, text, list(images))
+    return await anyio.to_thread.run_sync(Task.read, text, list(images), roots)
 
 
 async def record_attempt(
@@ -62,18 +63,20 @@ async def record_attempt(
     used_experience_ids: Sequence[str] = (),
     model: str | None = None,
     images: Sequence[str] = (),
+    roots: Roots = None,
 ) -> AttemptResult:
     """Store an attempt, grade it against the ground truth, and count the experiences it cites.
 
     A ground truth decides the grade; `correct` is the caller's own verdict (tests passed, the
     user accepted) and is used only when there is no ground truth to grade against. `images` are
     the task's figures (data: URLs, http(s) URLs, or absolute paths on this machine): read and
-    checked now, part of the task's id, and shown to the teacher when it critiques the task.
+    checked now (files inside `roots`, when given), part of the task's id, and shown to the
+    teacher when it critiques the task.
     """
-    read = await _read_task(task, images)
+    read = await _read_task(task, images, roots)
     graded_by = "caller" if correct is not None else None
     if ground_truth is not None:
-        correct, graded_by = grade_attempt(ground_truth, trajectory, answer)
+        correct, graded_by = await grade_attempt(ground_truth, trajectory, answer)
     attempt = NewAttempt(
         task_id=task_id or read.id,
         task=task,
@@ -92,21 +95,13 @@ async def record_attempt(
 
 
 def checked_lesson(text: str) -> str:
-    """A lesson written by an agent or a person, as it may be stored; InvalidInput says what to change.
-
-    Every hand-written lesson (added or edited) passes here.
+    """A lesson written by an agent or a person, normalised as it would be stored; InvalidInput when
+    it is empty or too long. What it says, the store's lesson gate judges (and may quarantine), as
+    for every other path into a library.
     """
-    text = text.strip()
-    if not 1 <= len(text) <= MAX_EXPERIENCE_CHARS:
-        raise InvalidInput(
-            f"A lesson needs 1 to {MAX_EXPERIENCE_CHARS} characters of text; this one has {len(text)}. "
-            "Write a general lesson in one or two sentences."
-        )
-    if why := injection_problem(text):
-        raise InvalidInput(
-            f"This lesson {why}. Lessons are prepended to agents' system prompts, so they may only talk about "
-            "the task: rephrase it as a reasoning pattern or a pitfall."
-        )
+    text = normalise(text)
+    if (refusal := check(text)) is not None and not refusal.content:
+        raise InvalidInput(explain(refusal))
     return text
 
 

@@ -2,6 +2,7 @@
 
     TedError
     ├── InvalidInput        an argument is malformed, too large or contradictory
+    │   └── FileRefused     a file someone named cannot be read: outside the data folders, missing, too large
     ├── NotFound            a library, version or task that does not exist
     ├── Conflict            another client changed the library while a change was prepared
     ├── StoreError          the database file cannot be opened or migrated
@@ -12,20 +13,31 @@
                             the model name, the request (a job stops at once on one)
 
 The MCP server turns any TedError into a tool error carrying the same message, so the
-agent that called the tool reads what to change; the CLI prints it and exits 1.
+agent that called the tool reads what to change; the CLI prints it and exits 1. A message is
+redacted when the error is made (`ted.redaction`): a key a provider echoed, or a password in a
+base URL, never reaches a client, a log or the ledger.
 """
 
 from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from ted.redaction import redact
+
 
 class TedError(Exception):
-    """Base class: `str(error)` is a complete sentence for the user."""
+    """Base class: `str(error)` is a complete sentence for the user, with credentials redacted."""
+
+    def __init__(self, message: str = "", *args: object):
+        super().__init__(redact(str(message)), *args)
 
 
 class InvalidInput(TedError):
     """The caller passed something we refuse to store; nothing was written."""
+
+
+class FileRefused(InvalidInput):
+    """A named file cannot be read (`ted.files`); the message says nothing a client should not learn."""
 
 
 class NotFound(TedError):

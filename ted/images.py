@@ -7,6 +7,11 @@ PNG, JPEG, GIF or WebP (the formats both providers take), told by their bytes, n
 An http(s) URL is passed on as it is, for the provider to fetch: ted-mcp itself makes no
 request except to the model endpoints the user configured.
 
+A file is read through `ted.files`: when an MCP client named it, only inside the data folders
+(`roots`, from TED_DATA_DIRS), with one error outside them that says nothing about the file;
+always in a bounded way. No error quotes the reference, which may come from a dataset's content;
+callers say which image it was (`images[2]`, a dataset's line).
+
 Reading is blocking file I/O: async callers run it in a worker thread.
 """
 
@@ -18,6 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ted.errors import InvalidInput
+from ted.files import Roots, read_bytes
 from ted.llm.base import ImagePart
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Anthropic's limit per image; OpenAI's is higher
@@ -31,29 +37,35 @@ _SIGNATURES = (
 )
 
 
-def read_image(ref: str) -> ImagePart:
-    """The image `ref` names, ready to send; InvalidInput saying what to fix when it cannot be used."""
+def read_image(ref: str, roots: Roots = None) -> ImagePart:
+    """The image `ref` names, ready to send; InvalidInput saying what to fix when it cannot be used.
+
+    `roots`: the folders a file must be in, when a client named it (None: any absolute path)."""
     ref = ref.strip()
     parsed = urlparse(ref)
     if parsed.scheme in ("http", "https"):
         if not parsed.netloc:
-            raise InvalidInput(f"Image URL {_shown(ref)} has no host.")
+            raise InvalidInput("The image URL has no host.")
         return ImagePart(url=ref)
     if parsed.scheme == "data":
-        return _inline(_data_url_bytes(ref), ref)
+        return _inline(_data_url_bytes(ref))
     if parsed.scheme == "file":
         ref = unquote(parsed.path)
     elif parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive, not a scheme
-        raise InvalidInput(
-            f"Image {_shown(ref)} has the scheme {parsed.scheme!r}: give a file path, a data: URL or an http(s) URL."
-        )
-    return _inline(_file_bytes(Path(ref).expanduser()), ref)
+        raise InvalidInput("The image has a URL scheme other than data: or http(s): give one of those or a file path.")
+    return _inline(_file_bytes(ref, roots))
 
 
-def read_images(refs: Sequence[str]) -> list[ImagePart]:
+def read_images(refs: Sequence[str], roots: Roots = None) -> list[ImagePart]:
     if len(refs) > MAX_IMAGES:
         raise InvalidInput(f"{len(refs)} images is over the limit of {MAX_IMAGES} per task.")
-    return [read_image(ref) for ref in refs]
+    parts = []
+    for number, ref in enumerate(refs):
+        try:
+            parts.append(read_image(ref, roots))
+        except InvalidInput as e:
+            raise InvalidInput(f"images[{number}]: {e}") from None
+    return parts
 
 
 def image_key(part: ImagePart) -> str:
@@ -61,19 +73,11 @@ def image_key(part: ImagePart) -> str:
     return hashlib.sha256((part.data or part.url or "").encode()).hexdigest()
 
 
-def _file_bytes(path: Path) -> bytes:
-    if not path.is_absolute():
-        raise InvalidInput(f"Image path {_shown(str(path))} is relative: give an absolute path (or a data: URL).")
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_IMAGE_BYTES + 1)  # bounded: a huge file is refused, never read whole
-    except FileNotFoundError:
-        raise InvalidInput(f"Image file {_shown(str(path))} does not exist.") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"Image path {_shown(str(path))} is a folder, not an image file.") from None
-    except OSError as e:
-        raise InvalidInput(f"Image file {_shown(str(path))} cannot be read ({e.strerror}).") from None
-    return data
+def _file_bytes(ref: str, roots: Roots) -> bytes:
+    path = Path(ref).expanduser()
+    if not path.is_absolute():  # stored with the attempt and read again later: it must mean one file
+        raise InvalidInput("The image path is relative: give an absolute path (or a data: URL).")
+    return read_bytes(path, roots, limit=MAX_IMAGE_BYTES, what="Image file")
 
 
 def _data_url_bytes(ref: str) -> bytes:
@@ -90,17 +94,12 @@ def _data_url_bytes(ref: str) -> bytes:
         raise InvalidInput("An image data: URL is not valid base64.") from None
 
 
-def _inline(data: bytes, ref: str) -> ImagePart:
+def _inline(data: bytes) -> ImagePart:
     if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidInput(f"Image {_shown(ref)} is over {MAX_IMAGE_BYTES // 1_048_576} MB; send a smaller image.")
+        raise InvalidInput(f"The image is over {MAX_IMAGE_BYTES // 1_048_576} MB; send a smaller image.")
     media_type = next((kind for signature, kind in _SIGNATURES if data.startswith(signature)), None)
     if media_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         media_type = "image/webp"
     if media_type is None:
-        raise InvalidInput(f"Image {_shown(ref)} is not a PNG, JPEG, GIF or WebP image.")
+        raise InvalidInput("The image is not a PNG, JPEG, GIF or WebP image.")
     return ImagePart(data=base64.b64encode(data).decode(), media_type=media_type)
-
-
-def _shown(ref: str) -> str:
-    # A data URL can be megabytes long: name it by its start.
-    return repr(ref if len(ref) <= 120 else ref[:60] + "…")

@@ -23,8 +23,8 @@ from ted.pricing import cost_usd, unpriced_models
 from ted.store import Store
 from ted.store.database import timestamp
 
-# `check`: the one short call `ted setup` makes to see that a model answers.
-Role = Literal["student", "teacher-solve", "summarise", "critique", "compress", "check"]
+# `check`: the one short call `ted setup` makes to see that a model answers; `guard`: a lesson review.
+Role = Literal["student", "teacher-solve", "summarise", "critique", "compress", "check", "guard"]
 
 
 class RoleTotals(BaseModel):

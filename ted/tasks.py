@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ted.files import Roots
 from ted.images import image_key, read_images
 from ted.llm.base import ImagePart, Message
 
@@ -33,9 +34,10 @@ class Task(BaseModel):
     images: list[ImagePart] = Field(default_factory=list, description="The images, read.")
 
     @classmethod
-    def read(cls, text: str, refs: Sequence[str] = ()) -> "Task":
-        """Read the task's images (blocking file I/O: run it in a worker thread)."""
-        return cls(text=text, refs=list(refs), images=read_images(refs))
+    def read(cls, text: str, refs: Sequence[str] = (), roots: Roots = None) -> "Task":
+        """Read the task's images (blocking file I/O: run it in a worker thread); files only inside
+        `roots` when a client named them."""
+        return cls(text=text, refs=list(refs), images=read_images(refs, roots))
 
     @functools.cached_property
     def id(self) -> str:

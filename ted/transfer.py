@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from ted.errors import InvalidInput
-from ted.gate import injection_problem
+from ted.gate import MAX_LESSON_CHARS, check, explain, normalise
 from ted.store import Store
 from ted.store.operations import lesson_key
-from ted.store.records import MAX_EXPERIENCE_CHARS, AddOp, ChangeResult, DeleteOp, ExperienceText, LibrarySettings
+from ted.store.records import AddOp, ChangeResult, DeleteOp, LessonText, LibrarySettings
 
 Format = Literal["json", "md"]
 EXTENSIONS: dict[str, Format] = {".json": "json", ".md": "md", ".markdown": "md"}
@@ -29,7 +29,7 @@ EXTENSIONS: dict[str, Format] = {".json": "json", ".md": "md", ".markdown": "md"
 
 class ExportedExperience(BaseModel):
     id: str | None = None
-    text: ExperienceText
+    text: LessonText
     usage_count: int = Field(0, ge=0)
     helpful_count: int = Field(0, ge=0)
     harmful_count: int = Field(0, ge=0)
@@ -173,7 +173,7 @@ def parse_markdown(text: str, source: Path) -> LibraryExport:
             open_lesson = True
         else:
             raise InvalidInput(
-                f"{source}, line {number}: {stripped[:40]!r} is not a lesson. Start each lesson with '- ' "
+                f"{source}, line {number} is not a lesson. Start each lesson with '- ' "
                 "(or '[E3] '), indent lines that continue one, or wrap other text in <!-- -->."
             )
         blanks = 0
@@ -188,19 +188,18 @@ def _markdown_item(source: Path, number: int, old_id: str | None, lines: list[st
         text = text[: found.start()]
         counts = dict(zip(("usage_count", "helpful_count", "harmful_count"), map(int, found.groups()), strict=True))
     try:
-        return _safe(ExportedExperience(id=old_id, text=text.strip(), **counts), f"{source}, line {number}: the lesson")
+        return _safe(ExportedExperience(id=old_id, text=text.strip(), **counts), f"{source}, line {number}")
     except ValidationError as e:
         raise InvalidInput(f"{source}, line {number}: the lesson {_problem(e)}") from None
 
 
 def _safe(item: ExportedExperience, where: str) -> ExportedExperience:
-    # A file is as untrusted as an agent's add_experience call, and gets the same check.
-    if why := injection_problem(item.text):
-        raise InvalidInput(
-            f"{where} {why}. Lessons are prepended to agents' system prompts, so they may only talk about the "
-            "task: rephrase it as a reasoning pattern or a pitfall, or remove it."
-        )
-    return item
+    # A file is as untrusted as an agent's add_experience call and passes the same gate, checked
+    # here for the whole file first so the error names the place and nothing is written.
+    text = normalise(item.text)
+    if refusal := check(text):
+        raise InvalidInput(f"{where}: {explain(refusal)}")
+    return item.model_copy(update={"text": text})
 
 
 def _nonempty(source: Path, data: LibraryExport) -> LibraryExport:
@@ -220,9 +219,7 @@ def _problem(error: ValidationError) -> str:
         case "missing" if field == "text":
             return 'has no "text": give every experience its lesson as "text".'
         case "string_too_long":
-            return (
-                f"is {len(first['input'])} characters long; the limit is {MAX_EXPERIENCE_CHARS}. Shorten or split it."
-            )
+            return f"is {len(first['input'])} characters long; the limit is {MAX_LESSON_CHARS}. Shorten or split it."
         case "string_too_short" | "string_pattern_mismatch" if field == "text":
             return "is empty: write the lesson, or remove the item."
         case "model_type" | "dict_type":

@@ -65,11 +65,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def http_server(db_path: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """The installed `ted-mcp --transport http` on a free port; yields its /mcp URL once it listens.
+class Served(str):
+    """A served URL that knows its server's process id."""
 
-    `env` is the server's whole environment (default: this process's).
+    pid: int
+
+
+@contextmanager
+def http_server(
+    db_path: Path, *extra: str, env: Mapping[str, str] | None = None, connect: str = "127.0.0.1", preexec_fn=None
+) -> Iterator[str]:
+    """The installed `ted-mcp --transport http` on a free port; yields its /mcp URL (on the
+    `connect` address) once it listens.
+
+    `env` is the server's whole environment (default: this process's); `preexec_fn` runs in the
+    child before it starts (a lower descriptor limit, say).
     """
     port = free_port()
     proc = subprocess.Popen(
@@ -78,18 +88,21 @@ def http_server(db_path: Path, *extra: str, env: Mapping[str, str] | None = None
         stderr=subprocess.PIPE,
         text=True,
         env=dict(env if env is not None else os.environ),
+        preexec_fn=preexec_fn,
     )
     try:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, proc.stderr.read()
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                socket.create_connection((connect, port), timeout=1).close()
                 break
             except OSError:
                 assert time.monotonic() < deadline, "ted-mcp did not start listening within 30 s"
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
+        url = Served(f"http://{connect}:{port}/mcp")
+        url.pid = proc.pid
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -171,6 +171,7 @@ def example_env(server: ModelServer, db: Path, **extra: str) -> dict[str, str]:
         "TED_TEACHER": "local:teacher",
         "TED_STUDENT": "local:student",
         "TED_OPENAI_COMPATIBLE_BASE_URL": server.openai_base_url,
+        "TED_DATA_DIRS": str(db.parent),  # where the tests write their datasets
         **extra,
     }
 
@@ -236,7 +237,7 @@ def test_agent_loop_learns_through_the_tools(model_server, problems_file, tmp_pa
         assert lines[2].startswith("[3/6] p2 wrong:") and lines[2].endswith("critique: added E2, library v2"), out
         assert lines[4] == "[5/6] p4 correct: answer 34 (cited E1)", out
         assert lines[5] == "[6/6] p5 correct: answer 517 (cited E2)", out
-        assert lines[6] == f"4/6 correct with {provider}:{AGENT_MODEL}; library arith v2: 2 lessons, 101/4000 tokens"
+        assert lines[6] == f"4/6 correct with {provider}:{AGENT_MODEL}; library arith v2: 2 lessons, 139/4000 tokens"
 
         assert query(db, "SELECT count(*), sum(correct), min(model) FROM attempts") == [(6, 4, f"{provider}:agent")]
         assert query(db, "SELECT id, usage_count FROM experiences WHERE state = 'active' ORDER BY id") == [
@@ -284,7 +285,7 @@ def test_distill_client_follows_a_job_to_the_end(model_server, problems_file, db
     assert f"job {job_id} done: 12/12 problem-epochs" in out
     assert "  epoch 1: rollout accuracy 67% (8/12), 2 critiques, 0 compressions" in out
     assert "  epoch 2: rollout accuracy 100% (12/12), 0 critiques, 0 compressions" in out
-    assert "library arith v2: 2 lessons, 101/4000 tokens" in out
+    assert "library arith v2: 2 lessons, 139/4000 tokens" in out
     assert re.search(
         r"^cost: 30 model calls, [\d,]+ tokens in / [\d,]+ out, cost unknown \(no price for "
         r"local:student, local:teacher\)$",

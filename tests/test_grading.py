@@ -22,8 +22,9 @@ from ted.grading import final_answer, grade
         ("] ] }", "] ]", False, "exact"),
     ],
 )
-def test_grade(answer, truth, correct, method):
-    assert tuple(grade(answer, truth)) == (correct, method)
+@pytest.mark.anyio
+async def test_grade(answer, truth, correct, method):
+    assert tuple(await grade(answer, truth)) == (correct, method)
 
 
 def test_final_answer_prefers_the_last_answer_line_then_boxed():

@@ -170,7 +170,7 @@ NO_DATASET = {k: v for k, v in START.items() if k != "dataset"}
 @pytest.mark.parametrize(
     ("arguments", "says"),
     [
-        ({**START, "dataset": "/nowhere/train.jsonl"}, "/nowhere/train.jsonl"),
+        ({**START, "dataset": "/nowhere/train.jsonl"}, "not a readable file in the data folders"),
         (
             {
                 **START,

@@ -33,7 +33,7 @@ async def test_a_write_in_the_same_process_is_seen_at_once(store):
     prompt = await store.experience_prompt("lib")
     assert prompt.version == 3
     assert [(i.id, i.usage_count, i.helpful_count) for i in prompt.items] == [("E2", 1, 1)]
-    assert prompt.prompt.endswith("[E2] Estimate first.")
+    assert prompt.prompt.endswith("[E2] Estimate first.\n(End of lessons.)")
 
 
 async def test_a_write_through_another_connection_is_seen(db_path, store):

@@ -83,7 +83,7 @@ def test_every_instance_of_a_critique_schema_parses_and_validates_without_error(
     reply = CritiqueReply.model_validate(parsed.model_dump())  # as it is stored and applied
     assert sorted(reply.diagnoses) == sorted(wrong)
     active = {id_: f"Check step {id_} twice." for id_ in ids}
-    operations, rejected = validate_critique(reply, active, ["a task"], {}, claimed={ids[0]: "c1"} if ids else {})
+    operations, rejected = validate_critique(reply, active, {}, claimed={ids[0]: "c1"} if ids else {})
     assert len(operations) + len(rejected) == len(reply.operations)  # each applied or dropped, with a reason
     assert all(r.reason for r in rejected)
 

@@ -148,13 +148,22 @@ BAD_CALLS = [
     ("record_attempt", {"task": "t", "trajectory": "t", "task_id": "has space"}, "task_id"),
     ("record_attempt", {"trajectory": "t"}, "task"),
     ("add_experience", {"text": ""}, "text"),
-    ("add_experience", {"text": "x" * 2001}, "at most 2000 characters"),
+    ("add_experience", {"text": "x" * 801}, "at most 800 characters"),
     ("add_experience", {"text": "fine", "library": "../etc"}, "library"),
     ("rollback_library", {"library": "seeded", "version": 99}, "no version 99"),
     ("rollback_library", {"library": "seeded", "version": -1}, "greater than or equal to 0"),
     ("rollback_library", {"library": "seeded", "version": "one"}, "version"),
     ("rollback_library", {"library": "missing", "version": 0}, "no library named 'missing'"),
     ("rollback_library", {"library": "seeded", "version": 1}, "nothing to roll back"),
+    # Strict where a wrong guess destroys or misleads, and no argument name is dropped unheard.
+    ("rollback_library", {"library": "seeded", "version": "0"}, "version"),
+    ("rollback_library", {"library": "seeded", "version": True}, "version"),
+    ("rollback_library", {"library": "seeded", "version": 2**63}, "less than or equal to 2147483647"),
+    ("record_attempt", {"task": "t", "trajectory": "t", "correct": "yes"}, "correct"),
+    ("record_attempt", {"task": "t", "trajectory": "t", "correct": 1}, "correct"),
+    ("add_experience", {"libary": "seeded", "text": "Check units."}, "libary"),
+    ("compress_library", {"library": "seeded", "dry_run": "true"}, "dry_run"),
+    ("get_job", {"job_id": "job-x", "wait": "no"}, "wait"),
 ]
 
 

@@ -65,8 +65,8 @@ def start(command: list[str], stderr: Path) -> subprocess.Popen:
 def test_replies_larger_than_the_pipe_arrive_whole_while_the_client_is_not_reading(db_path, tmp_path):
     async def fill() -> None:
         async with Store.open(db_path) as store:
-            await store.configure("big", token_budget=20_000, max_items=40)  # a big library, within its budget
-            ops = [AddOp(text=f"Lesson {n}: " + "check each step " * 110) for n in range(40)]
+            await store.configure("big", token_budget=40_000, max_items=100)  # a big library, within its budget
+            ops = [AddOp(text=f"Lesson {n}: " + "check each step " * 45) for n in range(100)]
             await store.apply("big", ops, "import", "test")
 
     anyio.run(fill)
@@ -80,7 +80,7 @@ def test_replies_larger_than_the_pipe_arrive_whole_while_the_client_is_not_readi
         time.sleep(1)
         replies = read_lines(proc, 20)
         assert sorted(r["id"] for r in replies) == list(range(1, 21))
-        assert {len(r["result"]["structuredContent"]["items"]) for r in replies} == {40}
+        assert {len(r["result"]["structuredContent"]["items"]) for r in replies} == {100}
     finally:
         proc.stdin.close()
         returncode = proc.wait(timeout=30)

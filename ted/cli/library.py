@@ -227,11 +227,12 @@ async def import_(store: Store, args: argparse.Namespace, out: Console) -> None:
 
 
 async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
-    for model in (args.teacher, args.student):
+    for model in (args.teacher, args.student, args.guard):
         if model is not None:
             split_name(model)  # a typo should fail here, not at the first critique
     generation = {role: given for role in ("student", "teacher") if (given := generation_options(args, role))}
-    changes = (args.teacher, args.student, args.budget, args.max_items)
+    quarantine = None if args.quarantine is None else args.quarantine == "on"
+    changes = (args.teacher, args.student, args.guard, args.budget, args.max_items, quarantine)
     if all(v is None for v in changes) and not generation:
         state = await store.library_state(args.library)
     else:
@@ -239,9 +240,11 @@ async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
             args.library,
             teacher=args.teacher,
             student=args.student,
+            guard=args.guard,
             token_budget=args.budget,
             max_items=args.max_items,
             generation=generation,
+            quarantine=quarantine,
         )
     if args.json:
         return print_json(state.model_dump(mode="json", exclude={"experiences", "next_experience"}))
@@ -254,9 +257,33 @@ async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
         f"{state.name}: teacher {state.teacher_model or 'from TED_TEACHER'}, "
         f"student {state.student_model or 'from TED_STUDENT'}, "
         f"budget {state.settings.token_budget} tokens / {state.settings.max_items} lessons"
-        + (f"; sampling: {', '.join(sampling)}" if sampling else ""),
+        + (f"; sampling: {', '.join(sampling)}" if sampling else "")
+        + f"; guard {state.guard_model or 'from TED_GUARD (off when unset)'}, "
+        f"refused lessons {'quarantined for review' if state.settings.quarantine else 'dropped'}",
         markup=False,
     )
+
+
+async def review(store: Store, args: argparse.Namespace, out: Console) -> None:
+    if args.approve is not None or args.reject is not None:
+        decided = await store.decide(args.approve or args.reject, approve=args.approve is not None)
+        if args.json:
+            return print_json(decided)
+        done = f"version {decided.version}" if decided.version is not None else "nothing applied"
+        return out.print(f"Quarantined lesson {decided.id} of {decided.library} {decided.state}: {done}.", markup=False)
+    held = await store.quarantined(args.library, pending_only=not args.all)
+    if args.json:
+        return print_json(held)
+    if not held:
+        return out.print("No lessons are waiting for review.")
+    listed = table(
+        ("id", "number"), ("library", "name"), ("lesson", "text"), ("refused", "text"), ("state", "label"),
+        title="quarantined lessons",
+    )
+    for q in held:
+        listed.add_row(str(q.id), q.library, Text(q.text), Text(f"{q.refused_by}: {q.reason}"), q.state)
+    out.print(listed)
+    out.print("Approve one with `ted review --approve ID` (it is applied as a new version) or `--reject ID`.")
 
 
 def add_commands(command) -> None:
@@ -299,6 +326,16 @@ def add_commands(command) -> None:
     g = command("config", config, "show or set a library's teacher, student and budget", json=True)
     g.add_argument("--teacher", help="the teacher model, provider:model (default: TED_TEACHER)")
     g.add_argument("--student", help="the student model, provider:model (default: TED_STUDENT)")
+    g.add_argument("--guard", help="a model that reviews every new lesson, provider:model (default: TED_GUARD)")
     g.add_argument("--budget", type=int, help="token budget of the experience prompt (default 4000)")
     g.add_argument("--max-items", type=int, help="most lessons the library may hold (default 15)")
     add_generation_options(g)
+    g.add_argument(
+        "--quarantine", choices=["on", "off"], help="keep refused lessons for `ted review` instead of dropping them"
+    )
+    r = command("review", review, "list, approve or reject quarantined lessons", json=True, library=False)
+    r.add_argument("library", nargs="?", help="only this library's lessons")
+    decision = r.add_mutually_exclusive_group()
+    decision.add_argument("--approve", type=int, metavar="ID", help="apply this lesson as a new version")
+    decision.add_argument("--reject", type=int, metavar="ID", help="drop this lesson for good")
+    r.add_argument("--all", action="store_true", help="decided lessons too")

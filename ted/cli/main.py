@@ -7,7 +7,9 @@
     ted drop LIB [--yes]                ted compress LIB [--strategy teacher|truncate|random]
     ted export LIB [--format json|md] [--output FILE]
     ted import LIB FILE [--replace] [--format json|md]
-    ted config LIB [--teacher M] [--student M] [--budget N] [--max-items N] [--student-temperature T …]
+    ted config LIB [--teacher M] [--student M] [--guard M] [--budget N] [--max-items N] [--quarantine on|off]
+                   [--student-temperature T …]
+    ted review [LIB] [--approve ID | --reject ID] [--all]
     ted distill --dataset FILE --library LIB [--student M --teacher M --epochs 3 --rollouts 5 …]
     ted distill --resume JOB            ted jobs [--library LIB]
     ted eval --dataset FILE --library LIB [--student M] [--samples K]
@@ -29,7 +31,10 @@ from pathlib import Path
 from rich.console import Console
 
 from ted.cli import library, runs, setup
+from ted.cli.models import closing_models
 from ted.errors import TedError
+from ted.guard import Guard
+from ted.ledger import Ledger
 from ted.store import Store
 from ted.store.database import default_db_path
 from ted.store.records import library_name
@@ -78,7 +83,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "library", None) is not None:
             library_name(args.library)  # before opening the database: a typo should not create a file
-        async with Store.open(args.db or default_db_path()) as store:
+        async with Store.open(args.db or default_db_path()) as store, closing_models() as models:
+            store.reviewer = Guard(store, Ledger(store), models)  # a lesson's review, when a guard is set
             await args.run(store, args, Console(highlight=False))
     except TedError as e:
         print(f"ted: {e}", file=sys.stderr)

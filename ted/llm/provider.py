@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ted.errors import ConfigError, ModelError, ModelRefused
 from ted.llm.base import SAMPLING, Completion, GenerationSettings, Message, OutputSchema
 from ted.llm.capabilities import check_messages
+from ted.redaction import redact
 
 StructuredOutput = Literal["auto", "tool", "json_schema", "json_object", "prompt"]
 
@@ -122,7 +123,7 @@ class ProviderModel(ABC):
         self._semaphore: asyncio.Semaphore | None = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, base_url={self.base_url!r})"
+        return redact(f"{type(self).__name__}({self.name!r}, base_url={self.base_url!r})")
 
     @abstractmethod
     def _make_client(self) -> Any: ...

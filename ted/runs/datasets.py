@@ -30,6 +30,10 @@ What a user can rely on:
   against `base_dir` for inline items. Every image is read once here (`ted.images.read_image`:
   a PNG, JPEG, GIF or WebP within the size cap), so a bad one is refused with its line.
   `Problem.images` holds absolute paths and URLs only.
+- **Files a client names** (`roots`): the dataset and every image path must be inside the data
+  folders (`ted.files`); the CLI passes no roots and may read anywhere. A dataset is read in a
+  bounded way, up to `ted.files.MAX_DATASET_BYTES`, and no error quotes the file's content: a
+  bad record is named by its line and field, never by its value.
 - **Other fields** (`task`, `subject`, `level`, `source`, …) are kept in `Problem.meta` for
   reports and grouping. They are data about the problem, not part of its text.
 
@@ -49,8 +53,9 @@ from urllib.parse import unquote, urlparse
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from ted.errors import InvalidInput, NotFound
-from ted.images import MAX_IMAGES, read_image
+from ted.errors import FileRefused, InvalidInput
+from ted.files import MAX_DATASET_BYTES, Roots, opened
+from ted.images import MAX_IMAGE_BYTES, MAX_IMAGES, read_image
 from ted.llm.base import ImagePart
 from ted.store.records import MAX_ANSWER_CHARS, TaskId, TaskText
 from ted.tasks import task_id_for
@@ -103,10 +108,13 @@ class Dataset(BaseModel):
     )
 
 
-async def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0) -> Dataset:
-    """The problems of a JSON Lines file, `offset` skipped and at most `limit` kept (in file order)."""
+async def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0, roots: Roots = None) -> Dataset:
+    """The problems of a JSON Lines file, `offset` skipped and at most `limit` kept (in file order).
+
+    `roots`: the folders the file and its images must be in, when a client named it (`ted.files`).
+    """
     _check_window(limit, offset)
-    return await anyio.to_thread.run_sync(functools.partial(_load_file, Path(path), limit, offset))
+    return await anyio.to_thread.run_sync(functools.partial(_load_file, str(path), limit, offset, roots))
 
 
 async def dataset_from_items(
@@ -116,8 +124,10 @@ async def dataset_from_items(
     limit: int | None = None,
     offset: int = 0,
     name: str = "inline",
+    roots: Roots = None,
 ) -> Dataset:
-    """Problems given inline (an MCP tool's argument); relative image paths need `base_dir`."""
+    """Problems given inline (an MCP tool's argument); relative image paths need `base_dir`, and
+    with `roots` every image path must be inside them."""
     _check_window(limit, offset)
     if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
         raise InvalidInput(f"Inline items must be a list of objects, got {type(items).__name__}.")
@@ -127,7 +137,8 @@ async def dataset_from_items(
             "and pass its path instead."
         )
     base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
-    return await anyio.to_thread.run_sync(functools.partial(_load_items, list(items), base, limit, offset, name))
+    load = functools.partial(_load_items, list(items), base, limit, offset, name, roots)
+    return await anyio.to_thread.run_sync(load)
 
 
 def _check_window(limit: int | None, offset: int) -> None:
@@ -137,48 +148,56 @@ def _check_window(limit: int | None, offset: int) -> None:
         raise InvalidInput(f"limit must be a whole number ≥ 1 (or omitted for all problems), got {limit!r}.")
 
 
-def _load_file(given: Path, limit: int | None, offset: int) -> Dataset:
-    path = given.expanduser().resolve()
-    if not path.exists():
-        hint = "" if given.expanduser().is_absolute() else f" (relative paths start at {Path.cwd()})"
-        raise NotFound(f"Dataset file {path} does not exist: check the path{hint}.")
-    if not path.is_file():
-        raise InvalidInput(f"Dataset path {path} is not a file: pass a JSON Lines file, one problem per line.")
-    data = path.read_bytes()
-    records, errors = [], []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        where = f"line {number}"
-        try:
-            # utf-8-sig: a byte-order mark from a Windows editor is not a broken first line.
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
-        except UnicodeDecodeError as e:
-            errors.append(f"{where}: not UTF-8 text (byte {e.start + 1} of the line); save the file as UTF-8.")
-            continue
-        if not text:
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            # A pretty-printed JSON document fails on its first line; say what the format is.
-            hint = " It looks like one JSON document; write one object per line." if text in ("[", "{") else ""
-            errors.append(f"{where}: not valid JSON ({e.msg} at column {e.colno}).{hint}")
-            continue
-        records.append((where, record))
+def _load_file(given: str, limit: int | None, offset: int, roots: Roots) -> Dataset:
+    with opened(given, roots, limit=MAX_DATASET_BYTES, what="Dataset file") as (path, file):
+        records, errors, digest, size = [], [], hashlib.sha256(), 0
+        for number, raw in enumerate(file, start=1):
+            if (size := size + len(raw)) > MAX_DATASET_BYTES:
+                raise InvalidInput(f"Dataset file {path} grew past the limit of {MAX_DATASET_BYTES:,} bytes.")
+            digest.update(raw)
+            if (record := _record(number, raw, errors)) is not None:
+                records.append((f"line {number}", record))
     return _assemble(
         records,
         errors,
         base=path.parent,
         relative_hint=f"the dataset's folder {path.parent}",
+        roots=roots,
         name=path.stem,
         path=str(path),
-        fingerprint=hashlib.sha256(data).hexdigest(),
+        fingerprint=digest.hexdigest(),
         limit=limit,
         offset=offset,
         source=f"the dataset {path}",
     )
 
 
-def _load_items(items: list[Any], base: Path | None, limit: int | None, offset: int, name: str) -> Dataset:
+def _record(number: int, raw: bytes, errors: list[str]) -> Any:
+    """The JSON value on one line, None for a blank line; a bad line adds to `errors`, quoting nothing."""
+    where = f"line {number}"
+    try:
+        # utf-8-sig: a byte-order mark from a Windows editor is not a broken first line.
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+    except UnicodeDecodeError as e:
+        errors.append(f"{where}: not UTF-8 text (byte {e.start + 1} of the line); save the file as UTF-8.")
+        return None
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        # A pretty-printed JSON document fails on its first line; say what the format is.
+        hint = " It looks like one JSON document; write one object per line." if text in ("[", "{") else ""
+        errors.append(f"{where}: not valid JSON ({e.msg} at column {e.colno}).{hint}")
+        return None
+    except RecursionError:
+        errors.append(f"{where}: JSON nested too deeply.")
+        return None
+
+
+def _load_items(
+    items: list[Any], base: Path | None, limit: int | None, offset: int, name: str, roots: Roots
+) -> Dataset:
     try:
         canonical = json.dumps(items, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
@@ -189,6 +208,7 @@ def _load_items(items: list[Any], base: Path | None, limit: int | None, offset: 
         [],
         base=base,
         relative_hint=str(base) if base else None,
+        roots=roots,
         name=name,
         path=None,
         fingerprint=hashlib.sha256(canonical.encode()).hexdigest(),
@@ -204,6 +224,7 @@ def _assemble(
     *,
     base: Path | None,
     relative_hint: str | None,
+    roots: Roots,
     name: str,
     path: str | None,
     fingerprint: str,
@@ -216,12 +237,12 @@ def _assemble(
     seen: dict[str, str] = {}
     for where, record in records:
         try:
-            problem, solution, derived = _problem(record, base, relative_hint)
+            problem, solution, derived = _problem(record, base, relative_hint, roots)
         except _Bad as e:
             errors.append(f"{where}: {e}")
             continue
         if problem.id in seen:
-            what = "the same question (give each an explicit `id`)" if derived else f"the id {problem.id!r}"
+            what = "the same question (give each an explicit `id`)" if derived else "the same id"
             errors.append(f"{where}: {seen[problem.id]} already has {what}; ids must be unique.")
             continue
         seen[problem.id] = where
@@ -260,7 +281,9 @@ def _one_of(record: dict[str, Any], names: tuple[str, ...]) -> tuple[str | None,
     return (present[0], record[present[0]]) if present else (None, None)
 
 
-def _problem(record: Any, base: Path | None, relative_hint: str | None) -> tuple[Problem, str | None, bool]:
+def _problem(
+    record: Any, base: Path | None, relative_hint: str | None, roots: Roots
+) -> tuple[Problem, str | None, bool]:
     """A record's problem, its reference solution if it has one, and whether its id was derived."""
     if not isinstance(record, Mapping):
         raise _Bad(f"must be a JSON object with `question` and `answer`, got {type(record).__name__}.")
@@ -296,7 +319,7 @@ def _problem(record: Any, base: Path | None, relative_hint: str | None) -> tuple
         if _THOUSANDS.match(answer):
             answer = answer.replace(",", "")
 
-    images = _images(record, base, relative_hint)
+    images = _images(record, base, relative_hint, roots)
     id_field, given_id = _one_of(record, ID_FIELDS)
     if given_id is None:
         problem_id, derived = task_id_for(question, [image for _, image in images]), True
@@ -305,7 +328,7 @@ def _problem(record: Any, base: Path | None, relative_hint: str | None) -> tuple
     else:
         problem_id, derived = str(given_id), False
         if not problem_id or re.search(r"\s", problem_id):
-            raise _Bad(f"`{id_field}` {problem_id!r} is empty or has whitespace; ids become task ids, which have none.")
+            raise _Bad(f"`{id_field}` is empty or has whitespace; ids become task ids, which have none.")
 
     used = {question_field, answer_field, solution_field, id_field, *IMAGE_FIELDS}
     meta = {k: v for k, v in record.items() if k not in used}
@@ -316,8 +339,10 @@ def _problem(record: Any, base: Path | None, relative_hint: str | None) -> tuple
     return problem, solution, derived
 
 
-def _images(record: dict[str, Any], base: Path | None, relative_hint: str | None) -> list[tuple[str, ImagePart]]:
-    """The record's images, each resolved (a path made absolute) and read."""
+def _images(
+    record: dict[str, Any], base: Path | None, relative_hint: str | None, roots: Roots
+) -> list[tuple[str, ImagePart]]:
+    """The record's images, each resolved (a path made absolute) and read, inside `roots` if given."""
     image_field, images = _one_of(record, IMAGE_FIELDS)
     if images is None:
         images = []
@@ -327,33 +352,42 @@ def _images(record: dict[str, Any], base: Path | None, relative_hint: str | None
         raise _Bad(f"`{image_field}` must be a list of paths or URLs (non-empty strings).")
     if len(images) > MAX_IMAGES:
         raise _Bad(f"has {len(images)} images, over the limit of {MAX_IMAGES} per problem.")
-    resolved = [_image(i.strip(), base, relative_hint) for i in images]
-    try:
-        return [(ref, read_image(ref)) for ref in resolved]
-    except InvalidInput as e:
-        raise _Bad(str(e)[:1].lower() + str(e)[1:]) from None
+    read = []
+    for number, given in enumerate(images):
+        field = f"`{image_field}`[{number}]"
+        ref = _image(given.strip(), field, base)
+        relative = relative_hint and not urlparse(given.strip()).scheme and not Path(given.strip()).is_absolute()
+        where = f" (relative paths are resolved against {relative_hint})" if relative else ""
+        try:
+            read.append((ref, read_image(ref, roots)))
+        except FileRefused:  # its message would name the file, which the dataset wrote: say where instead
+            inside = " inside the data folders (TED_DATA_DIRS)" if roots is not None else ""
+            raise _Bad(
+                f"{field} does not name a readable image file{inside} of at most {MAX_IMAGE_BYTES:,} bytes{where}."
+            )
+        except InvalidInput as e:
+            raise _Bad(f"{field}: {e}{where}") from None
+    return read
 
 
-def _image(ref: str, base: Path | None, relative_hint: str | None) -> str:
+def _image(ref: str, field: str, base: Path | None) -> str:
+    """A URL as given, or an absolute path (not yet read); `field` names it in errors, which never
+    quote the reference itself."""
     parsed = urlparse(ref)
     if parsed.scheme in _URL_SCHEMES:
         if parsed.scheme != "data" and not parsed.netloc:
-            raise _Bad(f"image URL {ref!r} has no host.")
+            raise _Bad(f"{field} is a URL with no host.")
         return ref
     if parsed.scheme == "file":
         ref = unquote(parsed.path)
     elif parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive, not a scheme
-        raise _Bad(f"image {ref!r} has the scheme {parsed.scheme!r}; use a file path or an http(s)/data URL.")
+        raise _Bad(f"{field} has an unknown URL scheme; use a file path or an http(s)/data URL.")
     path = Path(ref).expanduser()
     if not path.is_absolute():
         if base is None:
             raise _Bad(
-                f"image {ref!r} is a relative path and inline items have no folder to resolve it against: "
+                f"{field} is a relative path and inline items have no folder to resolve it against: "
                 "give an absolute path, a URL, or base_dir."
             )
         path = base / path
-    path = path.resolve()
-    if not path.is_file():
-        where = f" (relative paths are resolved against {relative_hint})" if relative_hint and ref != str(path) else ""
-        raise _Bad(f"image {ref!r} not found at {path}{where}.")
-    return str(path)
+    return str(path.resolve())

@@ -41,15 +41,16 @@ from ted.ledger import Ledger, Role
 from ted.llm.base import Model
 from ted.llm.capabilities import require_images
 from ted.prompts import experience_prompt
+from ted.redaction import redact
 from ted.runs import jobs
 from ted.runs.datasets import Problem
 from ted.runs.jobs import DistillParams, EpochProgress, Job, StepFailure
 from ted.runs.student import answer, read_tasks
 from ted.store import Store
-from ted.store.records import AttemptRecord, LibraryState, NewAttempt, Operation
+from ted.store.records import MAX_ANSWER_CHARS, MAX_TRAJECTORY_CHARS, AttemptRecord, LibraryState, NewAttempt, Operation
 from ted.tasks import Task
 from ted.teacher.compression import CompressionPlanned, Simulation, fallback, plan_compression, write_change
-from ted.teacher.critique import chains_for, critique_reply, record_critique, solve, validate_critique
+from ted.teacher.critique import chains_for, critique_reply, critique_sources, record_critique, solve, vet_critique
 from ted.teacher.replies import CritiqueReply
 
 Progress = Callable[[Job], Awaitable[None]]
@@ -57,6 +58,7 @@ Ending = tuple[jobs.JobState, str | None]
 StopCheck = Callable[[], Awaitable[Ending | None]]
 Stats = dict[int, EpochProgress]
 POLL_SECONDS = 0.5
+TRAJECTORY_CHARS_PER_TOKEN = 8
 
 
 class Proposal(BaseModel):
@@ -195,8 +197,12 @@ class Distillation:
                 task_id=task.id,
                 task=problem.question,
                 images=list(problem.images),
-                trajectory=reply.text,
-                answer=reply.answer,
+                # A student's reply is bounded by its max_tokens; a misbehaving endpoint's is cut
+                # here, so no job writes more than that per attempt.
+                trajectory=reply.text[
+                    : min(MAX_TRAJECTORY_CHARS, TRAJECTORY_CHARS_PER_TOKEN * self.params.student_settings.output_tokens)
+                ],
+                answer=reply.answer and reply.answer[:MAX_ANSWER_CHARS],
                 ground_truth=problem.answer,
                 correct=reply.grade.correct,
                 graded_by=reply.grade.method,
@@ -230,7 +236,7 @@ class Distillation:
             "teacher answers again (no paid call is repeated)."
         )
 
-    def _validate(
+    async def _validate(
         self, epoch: int, state: LibraryState, proposals: list[Proposal], epoch_stats: EpochProgress
     ) -> tuple[Simulation, list[Operation], list[tuple[str, Proposal, list]]]:
         """The batch's operations, validated in problem order against the library as each earlier
@@ -258,9 +264,11 @@ class Distillation:
                 "attempt_ids": [a.id for a in proposal.attempts],
                 "teacher": self.teacher.name,
             }
-            sources = [task.text, *(a.trajectory for a in proposal.attempts)]
+            sources = critique_sources(task.text, proposal.attempts, proposal.problem.answer)
             active = {item.id: item.text for item in simulation.items}
-            ops, rejected = validate_critique(proposal.reply, active, sources, provenance, claimed)
+            ops, rejected = await vet_critique(
+                self.store, self.params.library, proposal.reply, active, sources, provenance, claimed
+            )
             for op in ops:
                 operations.append(simulation.apply(op))
                 if op.op in ("rewrite", "delete"):
@@ -279,7 +287,7 @@ class Distillation:
         both as one version with the critique records and the job's cursor."""
         state = await self.store.library_state(self.params.library)
         epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy(deep=True)
-        simulation, operations, critiques = self._validate(epoch, state, proposals, epoch_stats)
+        simulation, operations, critiques = await self._validate(epoch, state, proposals, epoch_stats)
         # Planned before anything is written, so the batch and its compression are one version.
         after = simulation.result() if operations else state
         planned = await self._plan_compression(after, f"e{epoch}/b{index}/compress/v{state.version}", epoch_stats)
@@ -341,7 +349,7 @@ class Distillation:
         try:
             async with self._unless_unusable(key):
                 return await plan_compression(
-                    state, strategy=self.params.compression, teacher=teacher, seed=self.params.seed
+                    state, strategy=self.params.compression, teacher=teacher, seed=self.params.seed, store=self.store
                 )
         except ModelRefused:
             raise
@@ -441,7 +449,7 @@ async def run_job(
         # A model failure reaches here wrapped in the task groups' ExceptionGroups; the job's
         # error is its own message (which says the fix), not "unhandled errors in a TaskGroup".
         if (error := _ted_error(e)) is None:
-            await jobs.finish(store, job_id, "failed", f"{type(e).__name__}: {e}")
+            await jobs.finish(store, job_id, "failed", f"{type(e).__name__}: {redact(str(e))}")
             raise
         ending = ("failed", str(error))
     await jobs.finish(store, job_id, *ending)

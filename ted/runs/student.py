@@ -25,7 +25,8 @@ async def answer(student: Model, task: Task, ground_truth: str, experiences: str
     """The student's graded answer; raises ModelError when the call fails."""
     completion = await student.complete([task.message(task.text)], system=student_system(experiences))
     answer = final_answer(completion.text)
-    return StudentAnswer(completion.transcript, answer, grade_attempt(ground_truth, completion.text, answer))
+    grade = await grade_attempt(ground_truth, completion.text, answer, interactive=False)
+    return StudentAnswer(completion.transcript, answer, grade)
 
 
 def read_tasks(problems: list[Problem]) -> dict[str, Task]:

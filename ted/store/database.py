@@ -3,7 +3,9 @@
 WAL lets readers in several processes work while one writes; the busy timeout makes a writer
 wait for the lock instead of failing; foreign keys keep a library's rows with their library.
 Migrations run in order, each in the transaction that records it, and a database written by
-a newer ted-mcp is refused rather than misread.
+a newer ted-mcp is refused rather than misread. The file holds attempts and model replies, so
+it is created readable by its owner only (SQLite gives its WAL and shared-memory files the
+same mode), and a server verifies it (`PRAGMA quick_check`) before it serves from it.
 """
 
 import os
@@ -32,17 +34,34 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("ted-mcp")) / "ted.db"
 
 
-async def connect(path: Path) -> aiosqlite.Connection:
-    """An open, configured and migrated connection (autocommit: callers say BEGIN themselves)."""
+def _create_private(path: Path) -> None:
+    """Create the database file (and its folder) for its owner only, unless it exists."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+async def connect(path: Path, *, verify: bool = False) -> aiosqlite.Connection:
+    """An open, configured and migrated connection (autocommit: callers say BEGIN themselves).
+
+    `verify` runs `PRAGMA quick_check` first and refuses a damaged file: what a server does at
+    start, before it serves anything from it.
+    """
+    try:
+        _create_private(path)
         db = await aiosqlite.connect(path, isolation_level=None)
-    except (OSError, sqlite3.Error) as e:
-        raise StoreError(f"Cannot open the database {path}: {e}. Set TED_DB to a writable file path.") from e
+    except (OSError, ValueError, sqlite3.Error) as e:
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise StoreError(f"Cannot open the database {path!r}: {cause}. Set TED_DB to a writable file path.") from e
     db.row_factory = sqlite3.Row
     try:
         # The busy timeout first: switching to WAL needs a lock another process may hold.
         await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if verify:
+            await _verify(db, path)
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = NORMAL")
         await db.execute("PRAGMA foreign_keys = ON")
@@ -54,6 +73,16 @@ async def connect(path: Path) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+async def _verify(db: aiosqlite.Connection, path: Path) -> None:
+    problems = [" ".join(row[0].split()) for row in await db.execute_fetchall("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise StoreError(
+            f"The database {path} is damaged (SQLite's quick_check: {'; '.join(problems)}), so ted-mcp will not "
+            f"serve from it. Restore it from a backup, or save what is readable with `sqlite3 {path} .recover | "
+            "sqlite3 recovered.db` and point TED_DB at recovered.db."
+        )
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:

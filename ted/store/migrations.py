@@ -177,4 +177,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE jobs ADD COLUMN solutions TEXT NOT NULL DEFAULT '{}'
         """,
     ),
+    (
+        "the lesson gate: a guard model per library, quarantined lessons",
+        """
+        ALTER TABLE libraries ADD COLUMN guard_model TEXT;
+
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            text TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            refused_by TEXT NOT NULL CHECK (refused_by IN ('rules', 'guard')),
+            operation TEXT NOT NULL,
+            source TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'approved', 'rejected')),
+            version INTEGER,
+            created_at TEXT NOT NULL,
+            decided_at TEXT
+        );
+        -- A lesson proposed again (a resumed batch replays its critique) is kept once.
+        CREATE UNIQUE INDEX quarantine_pending ON quarantine (library_id, text) WHERE state = 'pending'
+        """,
+    ),
 ]

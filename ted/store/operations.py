@@ -14,13 +14,15 @@ from typing import Any
 import aiosqlite
 
 from ted.errors import InvalidInput
+from ted.gate import normalise
 from ted.store.records import AddOp, DeleteOp, LibrarySettings, MergeOp, Operation, RestoreOp, RewriteOp
 from ted.tokens import count_tokens
 
 
 def lesson_key(text: str) -> str:
-    """What two lessons share when they are the same lesson: the text, case and spacing aside."""
-    return " ".join(text.split()).casefold()
+    """What two lessons share when they are the same lesson: the text as the gate stores it
+    (`ted.gate.normalise`), case and spacing aside."""
+    return " ".join(normalise(text).split()).casefold()
 
 
 class OperationWriter:

@@ -10,9 +10,19 @@ import os
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError, WithJsonSchema, computed_field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    computed_field,
+)
 
 from ted.errors import ConfigError, InvalidInput
+from ted.gate import MAX_LESSON_CHARS
 from ted.llm.base import GenerationSettings
 
 MAX_TASK_CHARS = 100_000
@@ -21,6 +31,9 @@ MAX_ANSWER_CHARS = 10_000
 MAX_EXPERIENCE_CHARS = 2_000
 MAX_TASK_ID_CHARS = 200
 MAX_CITED_IDS = 100
+MAX_MODEL_NAME_CHARS = 200
+# Versions and counts are SQLite integers; a client's 2**63 is refused with the limit, not an overflow.
+MAX_VERSION = 2**31 - 1
 
 LibraryName = Annotated[
     str,
@@ -76,6 +89,20 @@ ExperienceText = Annotated[
         description="A general lesson, useful for many tasks of this kind (not the answer to one task).",
     ),
 ]
+# A lesson as a client writes it: the gate's cap, so the schema says the limit the gate applies.
+LessonText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_LESSON_CHARS,
+        pattern=r"\S",
+        description="A general lesson in one or two sentences, useful for many tasks of this kind (not the answer "
+        "to one task). It must talk about the task, not about the agent, its tools, links or secrets.",
+    ),
+]
+# Strict: a destructive call must say exactly what it means; "0" or true is not a version.
+Version = Annotated[int, Strict(), Field(ge=0, le=MAX_VERSION)]
+Flag = Annotated[bool, Strict()]
 
 
 Role = Literal["student", "teacher"]
@@ -90,6 +117,11 @@ class LibrarySettings(BaseModel):
     )
     teacher: GenerationSettings = Field(
         default_factory=GenerationSettings, description="How the teacher samples, unless a run says otherwise."
+    )
+    quarantine: bool = Field(
+        False,
+        description="Keep a lesson the gate refuses for what it says, unserved, for `ted review`, instead of "
+        "dropping it.",
     )
 
     def over_budget(self, items: int, tokens: int) -> bool:
@@ -124,6 +156,7 @@ class LibraryState(BaseModel):
     teacher_model: str | None
     student_model: str | None
     experiences: list[Experience]
+    guard_model: str | None = None
 
     def generation_for(self, role: Role, given: GenerationSettings | None = None) -> GenerationSettings:
         """A role's generation settings: those given, over the library's, over TED_<ROLE>_<SETTING>."""
@@ -154,17 +187,20 @@ def generation_from_env(role: Role) -> GenerationSettings:
 
 
 class NewAttempt(BaseModel):
-    """An attempt as the store records it: graded already, and placed in a job when a job made it."""
+    """An attempt as the store records it: graded already, and placed in a job when a job made it.
 
-    task_id: str
-    task: str
-    images: list[str] = Field(default_factory=list)
-    trajectory: str
-    answer: str | None = None
-    ground_truth: str | None = None
+    Bounded like the tool's arguments, so no writer (a job's student included) stores more.
+    """
+
+    task_id: Annotated[str, Field(max_length=MAX_TASK_ID_CHARS)]
+    task: Annotated[str, Field(max_length=MAX_TASK_CHARS)]
+    images: list[str] = Field(default_factory=list, max_length=64)
+    trajectory: Annotated[str, Field(max_length=MAX_TRAJECTORY_CHARS)]
+    answer: Annotated[str, Field(max_length=MAX_ANSWER_CHARS)] | None = None
+    ground_truth: Annotated[str, Field(max_length=MAX_ANSWER_CHARS)] | None = None
     correct: bool | None = None
     graded_by: str | None = None
-    model: str | None = None
+    model: Annotated[str, Field(max_length=MAX_MODEL_NAME_CHARS)] | None = None
     job_id: str | None = None
     epoch: int | None = None
     problem_id: str | None = None
@@ -250,27 +286,47 @@ Operation = Annotated[AddOp | RewriteOp | DeleteOp | MergeOp | RestoreOp, Field(
 # How a reply shows the operations it applied: one object schema instead of the five models with
 # their limits and descriptions, which, repeated in every tool that changes a library, made up a
 # third of the tool list a client loads. The values are the same records; only the schema is loose.
-AppliedOperations = Annotated[
-    list[Operation],
-    WithJsonSchema(
-        {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "op": {
-                        "enum": [m.model_fields["op"].default for m in (AddOp, RewriteOp, DeleteOp, MergeOp, RestoreOp)]
-                    },
-                    "id": {"type": ["string", "null"]},
-                    "text": {"type": "string"},
-                    "ids": {"type": "array", "items": {"type": "string"}},
-                    "into": {"type": ["string", "null"]},
-                },
-            },
-        }
-    ),
-]
-VersionKind = Literal["create", "add", "critique", "compression", "manual", "rollback", "import"]
+APPLIED_OPERATION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "op": {"enum": [m.model_fields["op"].default for m in (AddOp, RewriteOp, DeleteOp, MergeOp, RestoreOp)]},
+        "id": {"type": ["string", "null"]},
+        "text": {"type": "string"},
+        "ids": {"type": "array", "items": {"type": "string"}},
+        "into": {"type": ["string", "null"]},
+    },
+}
+AppliedOperations = Annotated[list[Operation], WithJsonSchema({"type": "array", "items": APPLIED_OPERATION_SCHEMA})]
+VersionKind = Literal["create", "add", "critique", "compression", "manual", "rollback", "import", "review"]
+RefusedBy = Literal["rules", "guard"]
+
+
+class Dropped(BaseModel):
+    """A proposed operation that was not applied, and why."""
+
+    operation: dict
+    reason: str
+    conflict_with: str | None = Field(
+        None, description="The critique whose change to the same lesson, earlier in the batch, was applied instead."
+    )
+    refused_by: RefusedBy | None = Field(None, description="Set when the lesson gate or the guard model refused it.")
+    quarantined: int | None = Field(None, description="Its quarantine id, when it was kept for `ted review`.")
+
+
+class Quarantined(BaseModel):
+    """A lesson the gate or the guard refused, kept unserved until a person approves or rejects it."""
+
+    id: int
+    library: str
+    text: str
+    reason: str
+    refused_by: RefusedBy
+    operation: Annotated[Operation, WithJsonSchema(APPLIED_OPERATION_SCHEMA)]
+    source: str
+    state: Literal["pending", "approved", "rejected"]
+    version: int | None = Field(None, description="The library version its approval made.")
+    created_at: datetime
+    decided_at: datetime | None = None
 
 
 class LibraryVersion(BaseModel):
@@ -371,3 +427,6 @@ class ChangeResult(BaseModel):
     items: int
     tokens: int
     over_budget: bool
+    quarantined: list[Quarantined] = Field(
+        default_factory=list, description="Lessons kept for review instead of applied; not served until approved."
+    )

@@ -6,6 +6,9 @@ and waits on the busy timeout instead of failing on a lock upgrade — and count
 incremented in SQL, never read-modify-written in Python. Within one process a lock keeps
 coroutines from interleaving statements of different transactions on the one connection.
 
+Every change passes the lesson gate in `apply` before anything is written (`ted.store.screening`):
+no path into a library — a tool, the CLI, the teacher, an import, a rollback — can skip it.
+
 `get_experiences` is the call an agent makes before every task, so its reply is cached and
 checked against SQLite's `PRAGMA data_version` on a second, read-only connection: that costs
 microseconds on the event loop, and it changes whenever any connection, in any process, commits.
@@ -23,15 +26,18 @@ import aiosqlite
 import anyio
 from pydantic import ValidationError
 
-from ted.errors import Conflict, InvalidInput, NotFound, invalid_input
+from ted.errors import Conflict, InvalidInput, NotFound, StoreError, invalid_input
+from ted.gate import explain
 from ted.llm.base import GenerationSettings
 from ted.prompts import experience_prompt
+from ted.store import quarantine
 from ted.store.database import connect, default_db_path, open_probe, timestamp
 from ted.store.operations import OperationWriter
 from ted.store.records import (
     AttemptRecord,
     ChangeResult,
     CitationsCounted,
+    Dropped,
     Experience,
     ExperienceItem,
     ExperiencePrompt,
@@ -42,12 +48,20 @@ from ted.store.records import (
     LibraryVersion,
     NewAttempt,
     Operation,
+    Quarantined,
     SnapshotItem,
     VersionKind,
 )
+from ted.store.screening import Refused, Reviewer, screen
 from ted.tokens import count_tokens
 
+# Runs inside a change's transaction with the version it made (None when it made none).
+Also = Callable[[aiosqlite.Connection, int | None], Awaitable[None]]
 MAX_CACHED_PROMPTS = 64
+# The copy check compares a lesson with the tasks and ground truths of the library's latest
+# attempts, up to this many characters of them.
+RECENT_ATTEMPTS = 20
+MAX_RECENT_SOURCE_CHARS = 1_000_000
 
 # One statement, one trip to aiosqlite's thread: the library and its active lessons. A library
 # without active lessons still yields its own row, with NULL lesson columns.
@@ -75,12 +89,16 @@ class Store:
         self._commits = 0
         # library name → ((data_version, commits) seen before the read, the reply read).
         self._replies: dict[str, tuple[tuple[int, int], ExperiencePrompt]] = {}
+        # The guard model's review of lessons (`ted.guard.Guard`), when whoever opened the store
+        # has models to offer; the rules of the gate apply without it.
+        self.reviewer: Reviewer | None = None
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, path: Path | str | None = None) -> AsyncIterator["Store"]:
+    async def open(cls, path: Path | str | None = None, *, verify: bool = False) -> AsyncIterator["Store"]:
+        """`verify` checks the file's integrity first (`PRAGMA quick_check`), as a server does at start."""
         path = Path(path) if path is not None else default_db_path()
-        db = await connect(path)
+        db = await connect(path, verify=verify)
         store = cls(db, path)
         try:
             store._probe = open_probe(path)
@@ -103,10 +121,15 @@ class Store:
                 yield self._db
                 with anyio.CancelScope(shield=True):
                     await self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as e:
                 with anyio.CancelScope(shield=True):
                     if self._db.in_transaction:
                         await self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.OperationalError):  # a full disk, a file gone read-only, a lock timeout
+                    raise StoreError(
+                        f"The database {self.path} could not be written ({e}); nothing was changed. Free disk space "
+                        "or fix the file's permissions, then try again."
+                    ) from e
                 raise
             self._commits += 1
 
@@ -229,6 +252,7 @@ class Store:
             next_experience=library["next_experience"],
             teacher_model=library["teacher_model"],
             student_model=library["student_model"],
+            guard_model=library["guard_model"],
             experiences=items,
         )
 
@@ -263,9 +287,11 @@ class Store:
         *,
         teacher: str | None = None,
         student: str | None = None,
+        guard: str | None = None,
         token_budget: int | None = None,
         max_items: int | None = None,
         generation: dict[str, GenerationSettings] | None = None,
+        quarantine: bool | None = None,
     ) -> LibraryState:
         """Set a library's models, budget and per-role generation settings (creating it if needed);
         None leaves a value as it is, and a role's settings are set field by field.
@@ -276,7 +302,9 @@ class Store:
             library = await self._ensure_library(db, name)
             current = _settings(library)
             changes: dict[str, Any] = {
-                k: v for k, v in (("token_budget", token_budget), ("max_items", max_items)) if v is not None
+                k: v
+                for k, v in (("token_budget", token_budget), ("max_items", max_items), ("quarantine", quarantine))
+                if v is not None
             }
             for role, given in (generation or {}).items():
                 changes[role] = given.over(getattr(current, role)).model_dump()
@@ -286,8 +314,9 @@ class Store:
                 raise invalid_input(e, "Invalid library setting") from None
             await db.execute(
                 "UPDATE libraries SET teacher_model = coalesce(?, teacher_model),"
-                " student_model = coalesce(?, student_model), settings = ? WHERE id = ?",
-                (teacher, student, settings.model_dump_json(), library["id"]),
+                " student_model = coalesce(?, student_model), guard_model = coalesce(?, guard_model), settings = ?"
+                " WHERE id = ?",
+                (teacher, student, guard, settings.model_dump_json(), library["id"]),
             )
         return await self.library_state(name)
 
@@ -370,23 +399,117 @@ class Store:
         reason: str,
         *,
         expected_version: int | None = None,
-        also: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None,
+        also: Also | None = None,
         over_budget_ok: bool = False,
         distinct: bool = False,
+        sources: Sequence[str] = (),
     ) -> ChangeResult:
-        """Apply the operations as one new version, or none of them.
+        """Apply the operations as one new version, or none of them, once their lessons pass the gate.
 
-        Raises InvalidInput naming the first operation that does not fit the library as it
-        is at that point (earlier operations of the same call included), and when the version
-        would be over the library's token budget or item cap: no version is (only a run without
-        compression, the paper's ablation, passes `over_budget_ok`). `expected_version` guards
-        a plan made from an earlier read: if another client changed the library since, nothing
-        is applied. `also(db, version)` runs inside the same transaction, for records that must
-        commit together with the version (a critique, the attempts it covered). With `distinct`,
-        a lesson added or rewritten to the text of another active one is refused.
+        Every lesson text is normalised and checked (`sources` are the texts it was distilled
+        from, for the copy check). A refused lesson fails the whole call with InvalidInput
+        saying why, unless the library quarantines: then it is kept for `ted review` and the
+        rest applies (with nothing left, no version is made). Raises InvalidInput naming the
+        first operation that does not fit the library as it is at that point (earlier
+        operations of the same call included), and when the version would be over the
+        library's token budget or item cap: no version is (only a run without compression, the
+        paper's ablation, passes `over_budget_ok`). `expected_version` guards a plan made from
+        an earlier read: if another client changed the library since, nothing is applied.
+        `also(db, version)` runs inside the same transaction, for records that must commit
+        together with the version (a critique, the attempts it covered). With `distinct`, a
+        lesson added or rewritten to the text of another active one is refused.
         """
         if not operations:
             raise InvalidInput("Nothing to apply: give at least one operation.")
+        state = await self._state_or_none(name)
+        kept, refused = await self._screen(name, state, operations, sources)
+        quarantining = state is not None and state.settings.quarantine
+        for r in refused:
+            if not (quarantining and r.refusal.content):
+                where = f"Operation {r.index} ({r.operation.op}): " if len(operations) > 1 else ""
+                raise InvalidInput(where + explain(r.refusal))
+        held = [_held(r) for r in refused]
+        return await self._write(
+            name,
+            kept,
+            kind,
+            reason,
+            expected_version=expected_version,
+            also=also,
+            held=held,
+            over_budget_ok=over_budget_ok,
+            distinct=distinct,
+        )
+
+    async def screen(
+        self, name: str, operations: Sequence[Operation], dropped: Sequence[Dropped] = (), sources: Sequence[str] = ()
+    ) -> tuple[list[Operation], list[Dropped]]:
+        """A teacher's proposed operations through the gate before they are planned: those that
+        pass (lesson texts normalised), and `dropped` plus those refused, with the reason (kept
+        in quarantine, with its id, when the library quarantines). Writes only to the quarantine."""
+        state = await self._state_or_none(name)
+        kept, refused = await self._screen(name, state, operations, sources)
+        held: list[Quarantined | None] = [None] * len(refused)
+        if state is not None and state.settings.quarantine and (content := [r for r in refused if r.refusal.content]):
+            async with self.transaction() as db:
+                library = await self._require_library(db, name)
+                stored = iter(await quarantine.hold(db, library, [_held(r) for r in content], "teacher"))
+            held = [next(stored) if r.refusal.content else None for r in refused]
+        return kept, [
+            *dropped,
+            *(
+                Dropped(
+                    operation=r.operation.model_dump(mode="json"),
+                    reason=f"the lesson {r.refusal.reason}",
+                    refused_by=r.by,
+                    quarantined=q.id if q else None,
+                )
+                for r, q in zip(refused, held, strict=True)
+            ),
+        ]
+
+    async def _state_or_none(self, name: str) -> LibraryState | None:
+        try:
+            return await self.library_state(name)
+        except NotFound:
+            return None
+
+    async def _screen(
+        self, name: str, state: LibraryState | None, operations: Sequence[Operation], sources: Sequence[str]
+    ) -> tuple[list[Operation], list[Refused]]:
+        known = [e.text for e in state.experiences] if state else []
+        recent = await self._recent_sources(name) if state else []
+        return await screen(name, operations, known=known, sources=[*sources, *recent], reviewer=self.reviewer)
+
+    async def _recent_sources(self, name: str) -> list[str]:
+        """The tasks, answers and ground truths of the library's latest attempts, for the copy check."""
+        async with self.reading() as db:
+            rows = await db.execute_fetchall(
+                "SELECT a.task, a.answer, a.ground_truth FROM attempts a JOIN libraries l ON l.id = a.library_id"
+                " WHERE l.name = ? ORDER BY a.id DESC LIMIT ?",
+                (name, RECENT_ATTEMPTS),
+            )
+        texts, size = [], 0
+        for text in dict.fromkeys(t for row in rows for t in row if t):
+            if (size := size + len(text)) > MAX_RECENT_SOURCE_CHARS:
+                break
+            texts.append(text)
+        return texts
+
+    async def _write(
+        self,
+        name: str,
+        operations: Sequence[Operation],
+        kind: VersionKind,
+        reason: str,
+        *,
+        expected_version: int | None = None,
+        also: Also | None = None,
+        held: Sequence[quarantine.Held] = (),
+        over_budget_ok: bool = False,
+        distinct: bool = False,
+    ) -> ChangeResult:
+        """Write operations that passed the gate as one version, and keep `held` in quarantine."""
         async with self.transaction() as db:
             library = await self._ensure_library(db, name)
             if expected_version is not None and library["version"] != expected_version:
@@ -394,36 +517,32 @@ class Store:
                     f"Library {name!r} changed (version {expected_version} → {library['version']}) while this "
                     "change was being prepared; nothing was applied. Run it again."
                 )
-            version = library["version"] + 1
-            active = {e.id for e in await self._experiences(db, library["id"], active_only=True)}
-            writer = OperationWriter(db, library, active, version, distinct)
-            applied = await writer.apply(operations)
-            items = await self._experiences(db, library["id"], active_only=True)
-            if not over_budget_ok:
-                _check_budget(library, items)
-            snapshot = [SnapshotItem(id=e.id, text=e.text) for e in items]
-            now = timestamp()
-            await db.execute(
-                "INSERT INTO library_versions (library_id, version, kind, reason, operations, snapshot, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (library["id"], version, kind, reason, _dump(applied), _dump(snapshot), now),
-            )
-            await db.execute(
-                "UPDATE libraries SET version = ?, next_experience = ?, updated_at = ? WHERE id = ?",
-                (version, writer.next_number, now, library["id"]),
-            )
+            kept = await quarantine.hold(db, library, held, kind) if held else []
+            applied: list[Operation] = []
+            if operations:
+                version = library["version"] + 1
+                active = {e.id for e in await self._experiences(db, library["id"], active_only=True)}
+                writer = OperationWriter(db, library, active, version, distinct)
+                applied = await writer.apply(operations)
+                items = await self._experiences(db, library["id"], active_only=True)
+                if not over_budget_ok:
+                    _check_budget(library, items)
+                await _record_version(db, library, version, kind, reason, applied, items, writer.next_number)
             if also is not None:
-                await also(db, version)
+                await also(db, version if operations else None)
             library = await self._library_row(db, name)
+            if not operations:
+                items = await self._experiences(db, library["id"], active_only=True)
         _, tokens = self._prompt(library, items)
         settings = _settings(library)
         return ChangeResult(
             library=name,
-            version=version,
+            version=library["version"],
             operations=applied,
             items=len(items),
             tokens=tokens,
             over_budget=settings.over_budget(len(items), tokens),
+            quarantined=kept,
         )
 
     async def delete_library(self, name: str) -> LibraryDeleted:
@@ -454,6 +573,36 @@ class Store:
             versions=counts["library_versions"],
             attempts=counts["attempts"],
         )
+
+
+    # ---- quarantine ------------------------------------------------------------------------
+
+    async def quarantined(self, name: str | None = None, *, pending_only: bool = True) -> list[Quarantined]:
+        """Lessons kept for review, of one library or all; only the undecided ones unless asked."""
+        async with self.reading() as db:
+            return await quarantine.listed(db, name, pending_only=pending_only)
+
+    async def decide(self, quarantine_id: int, *, approve: bool) -> Quarantined:
+        """Approve a quarantined lesson (its operation is applied as a new version, the person's
+        decision standing in for the gate that refused it) or reject it (nothing is applied)."""
+        async with self.reading() as db:
+            held = await quarantine.get(db, quarantine_id)
+        if held is None:
+            raise NotFound(f"There is no quarantined lesson {quarantine_id}; `ted review` lists them.")
+        if held.state != "pending":
+            raise InvalidInput(f"Quarantined lesson {quarantine_id} was {held.state} already.")
+
+        async def mark(db: aiosqlite.Connection, version: int | None) -> None:
+            await quarantine.decide(db, quarantine_id, "approved" if approve else "rejected", version)
+
+        if approve:
+            reason = f"approved quarantined lesson {quarantine_id} ({held.refused_by}: {held.reason})"
+            await self._write(held.library, [held.operation], "review", reason, also=mark)
+        else:
+            async with self.transaction() as db:
+                await mark(db, None)
+        async with self.reading() as db:
+            return await quarantine.get(db, quarantine_id)
 
     async def record_attempt(self, name: str, attempt: NewAttempt, cited: Sequence[str]) -> CitationsCounted:
         """Store an attempt and count one use of each experience it cites, in one transaction.
@@ -531,6 +680,34 @@ def _check_budget(library: sqlite3.Row, items: Sequence[Experience]) -> None:
             f"Compress it first (compress_library), remove lessons, or raise the budget with "
             f"`ted config {name} --max-items N --budget N`."
         )
+
+
+async def _record_version(
+    db: aiosqlite.Connection,
+    library: sqlite3.Row,
+    version: int,
+    kind: VersionKind,
+    reason: str,
+    applied: list[Operation],
+    items: list[Experience],
+    next_number: int,
+) -> None:
+    """The version's row, with what it applied and the lessons it left, and the library moved to it."""
+    snapshot = [SnapshotItem(id=e.id, text=e.text) for e in items]
+    now = timestamp()
+    await db.execute(
+        "INSERT INTO library_versions (library_id, version, kind, reason, operations, snapshot, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (library["id"], version, kind, reason, _dump(applied), _dump(snapshot), now),
+    )
+    await db.execute(
+        "UPDATE libraries SET version = ?, next_experience = ?, updated_at = ? WHERE id = ?",
+        (version, next_number, now, library["id"]),
+    )
+
+
+def _held(r: Refused) -> quarantine.Held:
+    return r.operation, r.refusal.reason, r.by
 
 
 def _settings(library: sqlite3.Row) -> LibrarySettings:

@@ -22,7 +22,7 @@ import aiosqlite
 from pydantic import BaseModel, Field
 
 from ted.errors import ConfigError
-from ted.gate import lesson_problem
+from ted.gate import normalise
 from ted.llm.base import Message, Model
 from ted.llm.structured import structured
 from ted.prompts import COMPRESS_SYSTEM, compress_prompt, experience_prompt
@@ -32,6 +32,7 @@ from ted.store.records import (
     AppliedOperations,
     ChangeResult,
     DeleteOp,
+    Dropped,
     Experience,
     LibraryState,
     MergeOp,
@@ -42,16 +43,6 @@ from ted.teacher.replies import CompressionPlan, PlanMerge, PlanRetain, PlanRewr
 from ted.tokens import count_tokens
 
 Strategy = Literal["teacher", "truncate", "random"]
-
-
-class Dropped(BaseModel):
-    """A proposed operation that was not applied, and why."""
-
-    operation: dict
-    reason: str
-    conflict_with: str | None = Field(
-        None, description="The critique whose change to the same lesson, earlier in the batch, was applied instead."
-    )
 
 
 class CompressionResult(BaseModel):
@@ -139,14 +130,15 @@ class Simulation:
 
 
 def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Operation], list[Dropped]]:
-    """The plan's operations that fit the library, in order; each misfit dropped with a reason."""
+    """The plan's operations that fit the library, in order; each misfit dropped with a reason.
+    What a new text says is the lesson gate's to judge (`Store.screen`)."""
     active = {e.id for e in state.experiences}
     used: set[str] = set()
     operations: list[Operation] = []
     dropped: list[Dropped] = []
     for proposed in plan.operations:
         ids = proposed.ids if isinstance(proposed, PlanMerge) else [proposed.id]
-        text = proposed.text.strip() if isinstance(proposed, PlanMerge | PlanRewrite) else None
+        text = normalise(proposed.text) if isinstance(proposed, PlanMerge | PlanRewrite) else None
         reason = None
         if unknown := [i for i in ids if i not in active]:
             reason = f"refers to {', '.join(unknown)}, not an active lesson"
@@ -156,8 +148,8 @@ def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Oper
             reason = "lists an id twice"
         elif isinstance(proposed, PlanMerge) and len(ids) < 2:
             reason = "a merge needs two or more lessons"
-        elif text is not None and (problem := lesson_problem(text)):
-            reason = f"the new text {problem}"
+        elif text is not None and not text:
+            reason = "the new text is empty"
         if reason:
             dropped.append(Dropped(operation=proposed.model_dump(), reason=reason))
             continue
@@ -271,11 +263,13 @@ async def write_change(
     also: Callable[[aiosqlite.Connection, int | None], Awaitable[None]],
     *,
     over_budget_ok: bool = False,
+    sources: Sequence[str] = (),
 ) -> ChangeResult | None:
     """`operations` (made against `state`) and the compression they make necessary, as ONE version.
 
     `also(db, version)` runs in the same transaction (the critique records, a job's cursor); with
     nothing to change it runs alone, with version None. Conflict if the library moved on.
+    `sources` are what the lessons were distilled from, for the store's lesson gate.
     """
     compression = planned.operations if planned else []
     if not operations and not compression:
@@ -292,15 +286,23 @@ async def write_change(
         expected_version=state.version,
         also=also,
         over_budget_ok=over_budget_ok,
+        sources=sources,
     )
 
 
 async def plan_compression(
-    state: LibraryState, *, strategy: Strategy = "teacher", teacher: Model | None = None, seed: int | None = None
+    state: LibraryState,
+    *,
+    strategy: Strategy = "teacher",
+    teacher: Model | None = None,
+    seed: int | None = None,
+    store: Store | None = None,
 ) -> CompressionPlanned:
     """Work out a compression of `state` (which may be a simulated, not yet written, library).
 
-    Only the teacher strategy calls a model; nothing here writes.
+    Only the teacher strategy calls a model. With `store`, the teacher's new texts pass its
+    lesson gate now, so a refused merge or rewrite is dropped and reported before the budget is
+    fitted (the store's apply would refuse it anyway); nothing but a quarantined lesson is written.
     """
     dropped: list[Dropped] = []
     if strategy == "teacher":
@@ -319,6 +321,8 @@ async def plan_compression(
                 system=COMPRESS_SYSTEM,
             )
             planned, dropped = validate_plan(plan, state)
+            if store is not None:
+                planned, dropped = await store.screen(state.name, planned, dropped)
     elif strategy == "truncate":
         planned = _keep_what_fits(state, [e.id for e in state.experiences], prefix=True)
     else:
@@ -341,7 +345,7 @@ async def compress_library(
     seed: int | None = None,
 ) -> CompressionResult:
     state = await store.library_state(library)
-    planned = await plan_compression(state, strategy=strategy, teacher=teacher, seed=seed)
+    planned = await plan_compression(state, strategy=strategy, teacher=teacher, seed=seed, store=store)
     if dry_run:
         return planned.result(dry_run=True)
     return await planned.apply(store)

@@ -11,9 +11,11 @@ Three teacher steps, each reusable by the batch loop (`ted.runs.distill`):
    chains in one call, each told its verdict; each chain is stored and never made twice.
 3. `critique_reply` — the teacher sees the graded chains, the reference chain, what the reference
    is and whether its own first solution was right, and the library; it diagnoses each wrong
-   attempt and proposes typed operations on stable ids. `validate_critique` checks them (ids,
-   contradictions, conflicts within a batch, limits, `ted.gate`); what survives is applied in
-   one transaction with the critique record and the attempts it covered.
+   attempt and proposes typed operations on stable ids. `vet_critique` checks them (ids,
+   contradictions, conflicts within a batch, limits), then the lesson gate judges what each
+   lesson says and whether it copies the task, the attempts, the answers or the ground truth
+   (`Store.screen`); what survives is applied in one transaction with the critique record and
+   the attempts it covered.
 
 A critique that would leave the library over budget is compressed by the same teacher, planned
 before anything is written and applied in the same version as the critique, so no version is
@@ -32,7 +34,7 @@ import anyio.to_thread
 from pydantic import BaseModel, WithJsonSchema
 
 from ted.errors import InvalidInput
-from ted.gate import lesson_problem
+from ted.gate import normalise
 from ted.grading import grade_attempt
 from ted.ledger import Ledger
 from ted.llm.base import GenerationSettings, Message, Model
@@ -51,9 +53,19 @@ from ted.prompts import (
 )
 from ted.store import Store
 from ted.store.database import timestamp
-from ted.store.records import AddOp, AppliedOperations, AttemptRecord, DeleteOp, LibraryState, Operation, RewriteOp
+from ted.store.operations import lesson_key
+from ted.store.records import (
+    AddOp,
+    AppliedOperations,
+    AttemptRecord,
+    DeleteOp,
+    Dropped,
+    LibraryState,
+    Operation,
+    RewriteOp,
+)
 from ted.tasks import Task
-from ted.teacher.compression import CompressionResult, Dropped, Simulation, plan_compression, write_change
+from ted.teacher.compression import CompressionResult, Simulation, plan_compression, write_change
 from ted.teacher.replies import (
     AddLesson,
     Chain,
@@ -150,7 +162,7 @@ async def solve(
     else:
         solution, answer, informed_for = row["solution"], row["answer"], row["ground_truth"]
         informed, chain, chain_of = row["informed"], row["chain"], row["chain_of"]
-    right = None if ground_truth is None else grade_attempt(ground_truth, solution, answer).correct
+    right = None if ground_truth is None else (await grade_attempt(ground_truth, solution, answer)).correct
     source: Literal["teacher", "dataset"] = "teacher"
     if reference is not None:
         source = "dataset"
@@ -243,29 +255,31 @@ async def critique_reply(
 def validate_critique(
     reply: CritiqueReply,
     active: Mapping[str, str],
-    sources: list[str],
     provenance: dict,
     claimed: Mapping[str, str] | None = None,
 ) -> tuple[list[Operation], list[Dropped]]:
-    """The reply's operations that are safe and fit the library; the rest with reasons.
+    """The reply's operations that fit the library; the rest with reasons. What a lesson says is
+    not judged here: that is the lesson gate's (`vet_critique`).
 
     `active` maps the ids of the library's active lessons to their texts (the batch loop passes
     the library as earlier problems of a batch left it); `claimed` maps the lessons earlier
     critiques of the same batch changed to the critique that did: an operation on one of those
     is a conflict, reported, and the first change stands. Neither is changed.
     """
-    existing = {" ".join(t.lower().split()) for t in active.values()}
+    existing = {lesson_key(t) for t in active.values()}
     touched: set[str] = set()
     operations: list[Operation] = []
     rejected: list[Dropped] = []
     for number, proposed in enumerate(reply.operations, start=1):
         reason, conflict = None, None
         if not isinstance(proposed, DropLesson):
-            proposed = proposed.model_copy(update={"text": proposed.text.strip()})
+            proposed = proposed.model_copy(update={"text": normalise(proposed.text)})
         if number > MAX_OPERATIONS:
             reason = f"is over the limit of {MAX_OPERATIONS} operations in one critique"
+        elif not isinstance(proposed, DropLesson) and not proposed.text:
+            reason = "the lesson is empty"
         elif isinstance(proposed, AddLesson):
-            if " ".join(proposed.text.lower().split()) in existing:
+            if lesson_key(proposed.text) in existing:
                 reason = "repeats a lesson the library already has"
         elif claimed and proposed.id in claimed:
             conflict = claimed[proposed.id]
@@ -274,16 +288,13 @@ def validate_critique(
             reason = f"refers to {proposed.id}, not an active lesson"
         elif proposed.id in touched:
             reason = f"contradicts an earlier operation on {proposed.id}"
-        if reason is None and not isinstance(proposed, DropLesson):
-            if problem := lesson_problem(proposed.text, sources):
-                reason = f"the lesson {problem}"
         if reason:
             rejected.append(Dropped(operation=proposed.model_dump(), reason=reason, conflict_with=conflict))
             continue
         match proposed:
             case AddLesson():
                 operations.append(AddOp(text=proposed.text, provenance={**provenance, "rationale": proposed.rationale}))
-                existing.add(" ".join(proposed.text.lower().split()))
+                existing.add(lesson_key(proposed.text))
             case DropLesson():
                 operations.append(DeleteOp(id=proposed.id))
                 touched.add(proposed.id)
@@ -291,6 +302,31 @@ def validate_critique(
                 operations.append(RewriteOp(id=proposed.id, text=proposed.text))
                 touched.add(proposed.id)
     return operations, rejected
+
+
+async def vet_critique(
+    store: Store,
+    library: str,
+    reply: CritiqueReply,
+    active: Mapping[str, str],
+    sources: list[str],
+    provenance: dict,
+    claimed: Mapping[str, str] | None = None,
+) -> tuple[list[Operation], list[Dropped]]:
+    """`validate_critique`, then the lesson gate (rules and guard) on what is left: the operations
+    that may be applied, and every other one with its reason.
+
+    `sources` are the texts the lessons came from — the task, trajectories, answers and ground
+    truth — which no lesson may copy.
+    """
+    operations, rejected = validate_critique(reply, active, provenance, claimed)
+    return await store.screen(library, operations, rejected, sources)
+
+
+def critique_sources(task: str, attempts: list[AttemptRecord], ground_truth: str | None) -> list[str]:
+    """What a critique's lessons must not copy: the task, the attempts, their answers and the ground truth."""
+    texts = [task, *(a.trajectory for a in attempts), *(a.answer for a in attempts if a.answer)]
+    return texts + ([ground_truth] if ground_truth else [])
 
 
 async def record_critique(
@@ -377,8 +413,9 @@ async def critique_task(
         "attempt_ids": attempt_ids,
         "teacher": teacher.name,
     }
-    sources = [task.text, *(a.trajectory for a in pending), *(a.answer or "" for a in pending)]
-    operations, rejected = validate_critique(reply, {e.id: e.text for e in state.experiences}, sources, provenance)
+    sources = critique_sources(task.text, pending, ground_truth)
+    active = {e.id: e.text for e in state.experiences}
+    operations, rejected = await vet_critique(store, library, reply, active, sources, provenance)
 
     async def record(db, version: int | None) -> None:
         await record_critique(db, library, critique_id, task_id, teacher.name, attempt_ids, version, reply, rejected)
@@ -392,9 +429,9 @@ async def critique_task(
     if simulation.over_budget:
         compressor = ledger.bind(teacher, "compress", **scope)
         after = simulation.result() if operations else state
-        planned = await plan_compression(after, strategy="teacher", teacher=compressor)
+        planned = await plan_compression(after, strategy="teacher", teacher=compressor, store=store)
     reason = f"critique {critique_id} of task {task_id} ({len(pending)} attempts)"
-    change = await write_change(store, state, operations, planned, reason, record)
+    change = await write_change(store, state, operations, planned, reason, record, sources=sources)
     return CritiqueResult(
         library=library,
         task_id=task_id,

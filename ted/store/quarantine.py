@@ -1,0 +1,69 @@
+"""Quarantine: lessons the gate or the guard refused, kept unserved until a person decides.
+
+A library whose settings say `quarantine` keeps a lesson refused for what it says (not one
+that is empty or too long) here instead of dropping it. Nothing here is ever part of a served
+prompt; `ted review` lists the pending ones, and approving one applies its operation as a new
+library version (the person's decision stands in for the rule that refused it), rejecting one
+only marks it. These functions run inside the caller's transaction or read.
+"""
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+from ted.store.database import timestamp
+from ted.store.records import Operation, Quarantined, RefusedBy
+
+Held = tuple[Operation, str, RefusedBy]  # the operation, why it was refused, by what
+
+
+async def hold(db: aiosqlite.Connection, library: sqlite3.Row, items: Sequence[Held], source: str) -> list[Quarantined]:
+    """Keep the refused lessons; one already pending with the same text is kept once."""
+    kept = []
+    for op, reason, by in items:
+        await db.execute(
+            "INSERT INTO quarantine (library_id, text, reason, refused_by, operation, source, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (library_id, text) WHERE state = 'pending' DO NOTHING",
+            (library["id"], op.text, reason, by, op.model_dump_json(), source, timestamp()),
+        )
+        async with db.execute(
+            "SELECT * FROM quarantine WHERE library_id = ? AND text = ? AND state = 'pending'", (library["id"], op.text)
+        ) as cursor:
+            kept.append(_record(library["name"], await cursor.fetchone()))
+    return kept
+
+
+async def listed(db: aiosqlite.Connection, library: str | None, *, pending_only: bool) -> list[Quarantined]:
+    sql = "SELECT q.*, l.name AS library FROM quarantine q JOIN libraries l ON l.id = q.library_id"
+    where, args = [], []
+    if library is not None:
+        where.append("l.name = ?")
+        args.append(library)
+    if pending_only:
+        where.append("q.state = 'pending'")
+    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY q.id"
+    async with db.execute(sql, args) as cursor:
+        return [_record(row["library"], row) for row in await cursor.fetchall()]
+
+
+async def get(db: aiosqlite.Connection, quarantine_id: int) -> Quarantined | None:
+    async with db.execute(
+        "SELECT q.*, l.name AS library FROM quarantine q JOIN libraries l ON l.id = q.library_id WHERE q.id = ?",
+        (quarantine_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _record(row["library"], row)
+
+
+async def decide(db: aiosqlite.Connection, quarantine_id: int, state: str, version: int | None) -> None:
+    await db.execute(
+        "UPDATE quarantine SET state = ?, version = ?, decided_at = ? WHERE id = ?",
+        (state, version, timestamp(), quarantine_id),
+    )
+
+
+def _record(library: str, row: sqlite3.Row) -> Quarantined:
+    fields = {k: row[k] for k in row.keys() if k not in ("library_id", "library", "operation")}
+    return Quarantined(library=library, operation=json.loads(row["operation"]), **fields)
