@@ -163,12 +163,11 @@ def unexpected(e: Exception) -> str:
 
 def strict_arguments(tool: Tool) -> Tool:
     """The tool, refusing argument names it does not have: a misspelled `libary` is an error that
-    names it, not a call that quietly goes to the default library. The schema says so too."""
+    names it, not a call that quietly goes to the default library. (The published schema stays as
+    it was: its properties already say every name there is, and the tool list stays small.)"""
     base = tool.fn_metadata.arg_model
     config = {**base.model_config, "extra": "forbid"}
-    strict = type(base.__name__, (base,), {"model_config": config, "__module__": base.__module__})
-    tool.fn_metadata.arg_model = strict
-    tool.parameters = strict.model_json_schema(by_alias=True)
+    tool.fn_metadata.arg_model = type(base.__name__, (base,), {"model_config": config, "__module__": base.__module__})
     return tool
 
 

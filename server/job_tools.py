@@ -42,9 +42,8 @@ async def distill_batch(
     dataset: Annotated[
         str | list[dict[str, Any]] | None,
         Field(
-            description="A JSONL file on the server's machine, inside its data folders (TED_DATA_DIRS; a relative "
-            "path is looked for in each), or a list of items {id, question, answer, images?} whose image paths are "
-            "absolute and inside those folders too. Not needed with `resume`."
+            description="A JSONL file in the server's data folders (TED_DATA_DIRS), or a list of items "
+            "{id, question, answer, images?}. Not needed with `resume`."
         ),
     ] = None,
     library: LibraryName = "default",

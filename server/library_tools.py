@@ -36,8 +36,7 @@ Images = Annotated[
     Field(
         max_length=MAX_IMAGES,
         description="The task's images: data: URLs (base64 PNG, JPEG, GIF or WebP, up to 5 MB each), http(s) "
-        "URLs, or absolute paths of files in the server's data folders (TED_DATA_DIRS). They are part of the "
-        "task's id.",
+        "URLs, or absolute paths in the server's TED_DATA_DIRS. They are part of the task's id.",
     ),
 ]
 
@@ -124,9 +123,8 @@ async def add_experience(ctx: Context, text: LessonText, library: LibraryName = 
 
     Write a general lesson that helps with many tasks of this kind (a reasoning pattern
     that works, or a failure to avoid), never the answer to one task. Makes a new version.
-    A lesson the library already has (case and spacing aside) is refused with its id, and the
-    lesson gate refuses one that addresses the agent instead of the task (its instructions,
-    tools, links, secrets) or copies a recorded task or ground truth.
+    A lesson the library already has is refused with its id; one that addresses the agent
+    (its instructions, tools, links, secrets) instead of the task, by the lesson gate.
     """
     return await agent.add_experience(ted(ctx).store, library, text, source="add_experience")
 

@@ -401,7 +401,7 @@ _TOOL_RULES = [
     re.compile(
         "|".join(
             [
-                r"\b(?:this|these|every|all|each|other|another|the\s+other|same)\s+(?:\w+\s+)?(?:lessons?|experiences)\b",
+                r"\b(?:this|these|every|all|each|other|the\s+other)\s+(?:\w+\s+)?(?:lessons?|experiences)\b",
                 r"\b(?:every|all|each|other|another)\s+(?:experience\s+)?librar(?:y|ies)\b",
                 r"\bexperience\s+(?:librar|prompt)|\blesson\s+(?:librar|ids?\b)",
                 rf"\broll(?:ing)?[\s-]*back\b\W+{_W}{{0,3}}?(?:librar|lessons?|versions?|experiences)",

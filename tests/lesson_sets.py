@@ -57,6 +57,19 @@ OURS = [
     "Name the unknown first.",
     "Estimate the answer before computing.",
     "Before answering, write down which quantity the question asks for and the unit it must be given in.",
+    "Another lesson.",
+    "Write every unit down.",
+    "Anything.",
+    "A seeded lesson.",
+    "Lesson one.",
+    "Keep me.",
+    "Lesson number 15 about checking the arithmetic twice.",
+    "Estimate the result before computing it, then compare.",
+    "When a task comes with a figure, read each value from the figure before you compute.",
+    "Expand only what the question needs.",
+    "Check the units twice.",
+    "Split.",
+    "Alone.",
 ]
 
 # Other domains an experience library is made for, with the words a blunt filter would fear.

@@ -428,12 +428,15 @@ def run_failing(name: str, args: list[str], env: dict[str, str]) -> str:
 
 @pytest.mark.slow
 def test_a_tool_error_is_one_line_and_a_nonzero_exit(db_path, tmp_path, problems_file):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)} | {"TED_DB": str(db_path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)} | {
+        "TED_DB": str(db_path),
+        "TED_DATA_DIRS": str(tmp_path),
+    }
     err = run_failing("quickstart_client.py", ["--db", str(db_path), "--library", "Not A Name"], env)
     assert err.startswith("quickstart_client.py: get_experiences failed: ") and "library" in err, err
     missing = tmp_path / "nowhere.jsonl"
     err = run_failing("distill_client.py", ["--dataset", str(missing), "--library", "arith", "--db", str(db_path)], env)
-    assert err.startswith("distill_client.py: distill_batch failed: ") and "nowhere.jsonl" in err, err
+    assert err.startswith("distill_client.py: distill_batch failed: ") and "not a readable file" in err, err
     # No model configured at all: starting a job (not estimating one) names what to set.
     err = run_failing(
         "distill_client.py", ["--dataset", str(problems_file), "--library", "arith", "--db", str(db_path)], env
@@ -443,7 +446,10 @@ def test_a_tool_error_is_one_line_and_a_nonzero_exit(db_path, tmp_path, problems
 
 @pytest.mark.slow
 def test_an_estimate_needs_no_model(problems_file, db_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)} | {"TED_DB": str(db_path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_ENV)} | {
+        "TED_DB": str(db_path),
+        "TED_DATA_DIRS": str(problems_file.parent),
+    }
     out = run_example("distill_client.py", ["--dataset", str(problems_file), "--library", "arith", "--estimate"], env)
     assert out.startswith("estimate: 6 problems × 3 epochs × 5 rollouts: at most 90 student and"), out
     assert query(db_path, "SELECT count(*) FROM jobs") == [(0,)]

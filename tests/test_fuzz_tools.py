@@ -60,7 +60,7 @@ def check_call(served, name: str, arguments: dict) -> None:
 
 
 # Every registered tool, so one added later is fuzzed too.
-TOOLS = [fn.__name__ for fn, _ in app.TOOLS]
+TOOLS = [fn.__name__ for fn, *_ in app.TOOLS]
 
 
 def test_every_tool_is_fuzzed_and_named_by_the_gate(served):

@@ -277,7 +277,11 @@ async def review(store: Store, args: argparse.Namespace, out: Console) -> None:
     if not held:
         return out.print("No lessons are waiting for review.")
     listed = table(
-        ("id", "number"), ("library", "name"), ("lesson", "text"), ("refused", "text"), ("state", "label"),
+        ("id", "number"),
+        ("library", "name"),
+        ("lesson", "text"),
+        ("refused", "text"),
+        ("state", "label"),
         title="quarantined lessons",
     )
     for q in held:

@@ -96,8 +96,7 @@ LessonText = Annotated[
         min_length=1,
         max_length=MAX_LESSON_CHARS,
         pattern=r"\S",
-        description="A general lesson in one or two sentences, useful for many tasks of this kind (not the answer "
-        "to one task). It must talk about the task, not about the agent, its tools, links or secrets.",
+        description="A general lesson about tasks of this kind, not one task's answer nor the agent's tools.",
     ),
 ]
 # Strict: a destructive call must say exactly what it means; "0" or true is not a version.
@@ -427,6 +426,8 @@ class ChangeResult(BaseModel):
     items: int
     tokens: int
     over_budget: bool
-    quarantined: list[Quarantined] = Field(
+    # Loose in the schema, as the applied operations are: a client seldom sees one, and every tool
+    # that changes a library would otherwise carry the whole record in the tool list.
+    quarantined: Annotated[list[Quarantined], WithJsonSchema({"type": "array", "items": {"type": "object"}})] = Field(
         default_factory=list, description="Lessons kept for review instead of applied; not served until approved."
     )

@@ -574,7 +574,6 @@ class Store:
             attempts=counts["attempts"],
         )
 
-
     # ---- quarantine ------------------------------------------------------------------------
 
     async def quarantined(self, name: str | None = None, *, pending_only: bool = True) -> list[Quarantined]:
