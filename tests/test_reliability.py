@@ -206,8 +206,11 @@ async def test_a_model_error_never_carries_a_key_the_provider_echoed(monkeypatch
     async with ModelServer([Reply(status=401, text=f"invalid x-api-key {key}")]) as server:
         settings = ModelSettings(api_key=key, base_url=server.anthropic_base_url, max_retries=0)
         model = get_model("anthropic:claude-x", settings)
-        with pytest.raises(ModelError) as failed:
-            await model.complete([])
+        try:
+            with pytest.raises(ModelError) as failed:
+                await model.complete([])
+        finally:
+            await model.aclose()  # its connections belong to this test's event loop
     assert key not in str(failed.value) and "refused the API key" in str(failed.value)
 
 
