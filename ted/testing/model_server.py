@@ -38,7 +38,7 @@ from typing import Any, Literal, Self
 import uvicorn
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -248,7 +248,12 @@ class ModelServer:
         return await self._handle(request, "anthropic")
 
     async def _handle(self, request: Request, api: Api) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            # The client gave up while sending (a job cancelling its calls in flight): nothing to
+            # answer, and nothing to log, where uvicorn would print a traceback to stderr.
+            return Response(status_code=499)
         try:
             body = json.loads(raw)
         except ValueError:
