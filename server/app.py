@@ -42,10 +42,14 @@ from ted_server.runner import JobRunner
 def _hints(
     read_only: bool = False, destructive: bool = False, idempotent: bool | None = None, open_world: bool = False
 ) -> ToolAnnotations:
+    # Every tool carries its annotations in tools/list, so only what says something is sent:
+    # idempotentHint is false unless said, and a read-only tool's destructive and idempotent hints
+    # mean nothing (MCP: "meaningful only when readOnlyHint == false"). readOnlyHint and
+    # openWorldHint are always sent (the latter's default is true).
     return ToolAnnotations(
         read_only_hint=read_only,
-        destructive_hint=destructive,
-        idempotent_hint=read_only if idempotent is None else idempotent,
+        destructive_hint=None if read_only else destructive,
+        idempotent_hint=None if read_only else idempotent or None,
         open_world_hint=open_world,
     )
 
@@ -61,6 +65,8 @@ TOOLS: list[tuple[Callable[..., Awaitable[Any]], str, ToolAnnotations]] = [
     (library_tools.list_libraries, "List libraries", _hints(read_only=True)),
     (library_tools.rollback_library, "Roll a library back", _hints(destructive=True)),
     (library_tools.delete_library, "Delete a library", _hints(destructive=True, idempotent=True)),
+    (library_tools.promote_version, "Serve a version", _hints(destructive=True)),
+    (job_tools.measure_evidence, "Measure lessons' evidence", _hints(open_world=True)),
     (teacher_tools.request_critique, "Ask the teacher for a critique", _hints(open_world=True)),
     (teacher_tools.compress_library, "Compress a library", _hints(destructive=True, open_world=True)),
     (job_tools.distill_batch, "Distil a library over a dataset", _hints(open_world=True)),
@@ -88,12 +94,13 @@ def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Ca
 
 
 # What a reply's schema does without: the limits and defaults of what a caller may send (a reply
-# carries every field, within the server's own limits), and prose. A client checks a reply
-# against its schema; the model reads the reply itself, and the tool's description says what
-# it means.
+# carries every field, within the server's own limits), `required` (a reply carries every field
+# its record declares, defaults and nulls included: the list only repeated the property names,
+# a tenth of tools/list), and prose. A client checks a reply against its schema; the model reads
+# the reply itself, and the tool's description says what it means.
 REPLY_DROPS = frozenset(
     {"default", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-    | {"minItems", "maxItems", "description"}
+    | {"minItems", "maxItems", "description", "required"}
 )
 
 
@@ -113,6 +120,8 @@ def compact(schema: Any, reply: bool = False) -> Any:
     kept = {}
     for key, value in schema.items():
         if key == "default" and value is None:  # an optional argument: not in `required` says so
+            continue
+        if key == "additionalProperties" and value is True:  # what a schema allows anyway
             continue
         if key == "$defs":
             kept[key] = {

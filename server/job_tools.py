@@ -1,19 +1,22 @@
-"""The tools for distillation jobs: start one over a dataset, follow it, cancel it, list them."""
+"""The tools that run the student over a dataset: a distillation job (start, follow, cancel, list
+them), and the measurement of each lesson's evidence."""
 
 from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from ted.errors import InvalidInput
 from ted.files import data_roots
 from ted.llm.base import GenerationSettings
 from ted.runs import jobs
 from ted.runs.datasets import Dataset, dataset_from_items, load_dataset
-from ted.runs.jobs import Compression, JobStatus, JobSummary
+from ted.runs.evidence import measure_evidence as measure
+from ted.runs.evidence import plan_evidence
+from ted.runs.jobs import Compression, JobStatus, JobSummary, ValidationParams
 from ted.runs.prepare import Estimate, create_job, prepare_job, prepare_resume
-from ted.store.records import Flag, LibraryName
+from ted.store.records import Flag, LibraryName, VersionChoice
 from ted_server.context import ted
 
 JobId = Annotated[str, Field(min_length=1, max_length=64, description="A job id, e.g. 'job-1a2b3c4d5e6f'.")]
@@ -25,6 +28,7 @@ Sampling = Annotated[
 FailureShare = Annotated[
     float, Field(gt=0, le=1, description="Fail the job once this share of one batch's critiques failed (1: all).")
 ]
+Items = list[dict[str, Any]]
 
 
 class DistillStarted(BaseModel):
@@ -37,15 +41,49 @@ class JobList(BaseModel):
     jobs: list[JobSummary]
 
 
+class Validation(ValidationParams):
+    """A job's validation set (`dataset`, or a `split` of the job's own) and how it decides."""
+
+    dataset: str | Items | None = None
+
+
+def _bare(schema: Any) -> Any:
+    """An argument's record schema without its prose (the argument's description says what its
+    fields mean) and with `X | None` as X (a field left out is None)."""
+    if isinstance(schema, list):
+        return [_bare(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    match schema.get("anyOf"):
+        case [one, {"type": "null"}]:
+            return _bare(one)
+    return {k: _bare(v) for k, v in schema.items() if k not in ("description", "title", "additionalProperties")}
+
+
+Problems = Annotated[
+    str | Items | None,
+    Field(
+        description="A JSONL file in the server's data folders (TED_DATA_DIRS), or a list of items "
+        "{id, question, answer, images?}. Not needed with `resume`."
+    ),
+]
+HeldOut = Annotated[
+    Validation | None,
+    WithJsonSchema({"anyOf": [_bare(Validation.model_json_schema()), {"type": "null"}]}),
+    Field(
+        description="Held-out problems (a `dataset`, or a `split` of this one): a new version is served only if "
+        "the student is not worse with it by more than `margin`."
+    ),
+]
+Resume = Annotated[
+    JobId | None,
+    Field(description="A failed, cancelled or stopped job to continue; of the other arguments only the caps apply."),
+]
+
+
 async def distill_batch(
     ctx: Context,
-    dataset: Annotated[
-        str | list[dict[str, Any]] | None,
-        Field(
-            description="A JSONL file in the server's data folders (TED_DATA_DIRS), or a list of items "
-            "{id, question, answer, images?}. Not needed with `resume`."
-        ),
-    ] = None,
+    dataset: Problems = None,
     library: LibraryName = "default",
     epochs: Annotated[int, Field(ge=1, le=100, description="Passes over the dataset.")] = 3,
     rollouts: Annotated[int, Field(ge=1, le=64, description="Student attempts per problem and epoch.")] = 5,
@@ -59,16 +97,12 @@ async def distill_batch(
     student_settings: Sampling = None,
     teacher_settings: Sampling = None,
     failure_share: FailureShare = 1.0,
+    validation: HeldOut = None,
     limit: Annotated[int | None, Field(ge=1, le=10**9, description="Use only the first `limit` problems.")] = None,
     max_cost_usd: Annotated[float | None, Field(gt=0, le=10**6, description="Stop cleanly at this cost.")] = None,
     max_tokens: Annotated[int | None, Field(gt=0, le=10**12, description="Stop cleanly at this many tokens.")] = None,
     estimate_only: Annotated[Flag, Field(description="Return the estimate without starting.")] = False,
-    resume: Annotated[
-        JobId | None,
-        Field(
-            description="A failed, cancelled or stopped job to continue; of the other arguments only the caps apply."
-        ),
-    ] = None,
+    resume: Resume = None,
 ) -> DistillStarted:
     """Start the whole TED loop over a dataset as a background job; returns its id at once.
 
@@ -88,6 +122,7 @@ async def distill_batch(
             shared.store,
             shared.models,
             await _dataset(dataset, limit),
+            validation_set=await _dataset(validation.dataset, None) if validation and validation.dataset else None,
             library=library,
             student=student,
             teacher=teacher,
@@ -100,6 +135,7 @@ async def distill_batch(
             compression=compression,
             critique_all=critique_all,
             failure_share=failure_share,
+            validation=validation.model_dump(exclude_unset=True, exclude={"dataset"}) if validation else {},
             max_cost_usd=max_cost_usd,
             max_tokens=max_tokens,
         )
@@ -112,7 +148,7 @@ async def distill_batch(
     )
 
 
-async def _dataset(dataset: str | list[dict[str, Any]] | None, limit: int | None) -> Dataset:
+async def _dataset(dataset: str | Items | None, limit: int | None) -> Dataset:
     if dataset is None:
         raise InvalidInput("Give a dataset (a JSONL file's path or a list of items), or a job id as `resume`.")
     # A client may name files only inside the data folders (TED_DATA_DIRS); see ted.files.
@@ -177,3 +213,68 @@ async def list_jobs(
     Use it to find a job id again; get_job gives one job's details and cost.
     """
     return JobList(jobs=[job.summary() for job in await jobs.listed(ted(ctx).store, library=library, limit=limit)])
+
+
+class Measured(BaseModel):
+    id: str
+    difference: float
+    low: float
+    high: float
+    flagged: bool
+
+
+class EvidenceMeasured(BaseModel):
+    version: int
+    calls: int = Field(description="Student answers the measurement takes.")
+    accuracy: float | None = Field(description="With every lesson; null when only the estimate was asked for.")
+    lessons: list[Measured] = Field(description="Best evidence first; empty for an estimate.")
+
+
+async def measure_evidence(
+    ctx: Context,
+    library: LibraryName,
+    dataset: Annotated[str | Items, Field(description="Held-out problems, like distill_batch's `dataset`.")],
+    max_calls: Annotated[int, Field(ge=1, description="The most student answers allowed; more is refused.")],
+    version: VersionChoice = "served",
+    estimate_only: Annotated[Flag, Field(description="Only count the answers it takes.")] = False,
+) -> EvidenceMeasured:
+    """Measure each lesson's evidence: accuracy with minus without it, paired per problem, with
+    its 95% interval (flagged: removing it helped); kept with the lesson. Estimate first.
+    """
+    shared = ted(ctx)
+    data = await _dataset(dataset, None)
+    measurement = await plan_evidence(shared.store, library, data.problems, version=version)
+    if estimate_only:
+        guess = measurement.estimate()
+        return EvidenceMeasured(version=guess.version, calls=guess.calls, accuracy=None, lessons=[])
+    estimate = measurement.within(max_calls)  # refused before a model is even named
+    state = await shared.store.library_state(library)
+    model = shared.models(state.model_for("student"))
+    done = {"n": 0}
+
+    def tick(_: bool) -> None:
+        done["n"] += 1
+
+    async def report_progress() -> None:
+        while True:
+            await ctx.report_progress(done["n"], estimate.calls, f"{done['n']} of {estimate.calls} answers")
+            await anyio.sleep(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(report_progress)
+        report = await measure(
+            shared.store,
+            shared.ledger,
+            model,
+            measurement,
+            dataset=str(data.path or data.name),
+            max_calls=max_calls,
+            settings=state.generation_for("student"),
+            on_answer=tick,
+        )
+        tg.cancel_scope.cancel()
+    lessons = [
+        Measured(id=m.id, difference=m.difference, low=m.interval.low, high=m.interval.high, flagged=m.flagged)
+        for m in report.lessons
+    ]
+    return EvidenceMeasured(version=report.version, calls=estimate.calls, accuracy=report.accuracy, lessons=lessons)

@@ -2,7 +2,7 @@
 read the library, record an attempt, add, edit or remove a lesson, list, roll back or delete a
 library. No model is called."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
@@ -24,10 +24,12 @@ from ted.store.records import (
     LibraryDeleted,
     LibraryList,
     LibraryName,
+    Promoted,
     TaskId,
     TaskText,
     TrajectoryText,
     Version,
+    VersionChoice,
 )
 from ted_server.context import ted
 
@@ -47,11 +49,12 @@ async def get_experiences(
     task: Annotated[
         TaskText | None,
         Field(
-            description="Optional. Selects nothing (every lesson is returned): its hash comes back as task_id, "
-            "the id record_attempt gives this task."
+            description="Optional. Selects lessons only where the library chooses them per task; its hash comes "
+            "back as task_id, the id record_attempt gives this task."
         ),
     ] = None,
     images: Images = [],
+    version: VersionChoice = "served",
 ) -> Annotated[CallToolResult, ExperiencePrompt]:
     """Read the experience library before you solve a task.
 
@@ -59,7 +62,7 @@ async def get_experiences(
     has been learned yet), the items with their ids and usage counts, the library version,
     its token count and budget. Cite a lesson as [E3] when you apply it.
     """
-    prompt = await agent.get_experiences(ted(ctx).store, library, task, images, roots=data_roots())
+    prompt = await agent.get_experiences(ted(ctx).store, library, task, images, roots=data_roots(), version=version)
     # The text block mirrors the structured content as compact JSON: the SDK's default
     # (indented) nearly doubles the reply of the call every agent makes before every task.
     return CallToolResult(
@@ -175,3 +178,13 @@ async def delete_library(
     if confirm != library:
         raise InvalidInput(f"To delete library {library!r}, pass confirm={library!r}; nothing was deleted.")
     return await ted(ctx).store.delete_library(library)
+
+
+async def promote_version(
+    ctx: Context,
+    library: LibraryName,
+    version: Annotated[Literal["working"] | Version, Field(description="A version number, or 'working'.")],
+    reason: Annotated[str | None, Field(max_length=500, description="Why, for the history.")] = None,
+) -> Promoted:
+    """Serve this version from now on (ask the user first); recorded in the library's history."""
+    return await agent.promote(ted(ctx).store, library, version, by="promote_version", reason=reason)

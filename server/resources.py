@@ -85,7 +85,7 @@ async def solve_with_experiences(
 ) -> str:
     """A task framed with the library's lessons and the request to cite them."""
     try:
-        prompt = await agent.get_experiences(ted(ctx).store, library_name(library))
+        prompt = await agent.get_experiences(ted(ctx).store, library_name(library), task)
     except TedError as e:
         raise MCPError(code=INVALID_PARAMS, message=str(e)) from e
     return solve_prompt(prompt.prompt, task)

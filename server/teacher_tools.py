@@ -44,9 +44,10 @@ async def compress_library(
 ) -> CompressionResult:
     """Shrink a library to its token budget and item cap.
 
-    The teacher sees every lesson with its priority log(1 + usage), helpful/harmful counts and
-    tokens, and merges, rewrites, deletes or retains each; if its plan still leaves the library
-    over budget the lowest-priority lessons are removed. Applied as one version (undo with
+    The teacher sees every lesson with its priority (log(1 + usage), or its measured evidence
+    when the library ranks by evidence), helpful/harmful counts and tokens, and merges,
+    rewrites, deletes or retains each; if its plan still leaves the library over budget the
+    lowest-priority lessons are removed. Applied as one version (undo with
     rollback_library); with dry_run=true nothing changes.
     """
     shared = ted(ctx)

@@ -16,6 +16,7 @@ from ted.agent import (
     diff,
     edit_experience,
     get_experiences,
+    promote,
     record_attempt,
     remove_experience,
     rollback,
@@ -26,6 +27,7 @@ from ted.llm import Completion, GenerationSettings, Message, Model, ModelSetting
 from ted.runs.datasets import Dataset, Problem, dataset_from_items, load_dataset
 from ted.runs.distill import run_job
 from ted.runs.evaluate import evaluate
+from ted.runs.evidence import measure_evidence, plan_evidence
 from ted.runs.prepare import create_job, prepare_job, prepare_resume
 from ted.runs.report_files import write_distill_report, write_eval_report
 from ted.store import Store
@@ -37,6 +39,7 @@ from ted.store.records import (
     LibrarySettings,
     LibraryState,
     LibraryVersion,
+    Promotion,
 )
 from ted.tasks import Task
 from ted.teacher.compression import compress_library
@@ -52,6 +55,7 @@ __all__ = [
     "remove_experience",
     "rollback",
     "diff",
+    "promote",
     # the store and its records
     "Store",
     "ExperiencePrompt",
@@ -61,6 +65,7 @@ __all__ = [
     "LibrarySettings",
     "LibraryState",
     "LibraryVersion",
+    "Promotion",
     # models, and the ledger of their calls
     "get_model",
     "Model",
@@ -82,6 +87,8 @@ __all__ = [
     "create_job",
     "run_job",
     "evaluate",
+    "plan_evidence",
+    "measure_evidence",
     "write_eval_report",
     "write_distill_report",
     # errors

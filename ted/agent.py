@@ -4,6 +4,7 @@ the `ted` CLI, on top of the store. Arguments arrive already validated by the ty
 """
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import anyio.to_thread
 
@@ -24,19 +25,27 @@ from ted.store.records import (
     Experience,
     ExperiencePrompt,
     NewAttempt,
-    Operation,
-    RestoreOp,
+    Promoted,
     RewriteOp,
+    VersionChoice,
     VersionDiff,
 )
+from ted.store.serving import restore_operations
 from ted.tasks import Task
 from ted.teacher.compression import CompressionResult, Strategy, compress_library
 
 
 async def get_experiences(
-    store: Store, library: str, task: str | None = None, images: Sequence[str] = (), roots: Roots = None
+    store: Store,
+    library: str,
+    task: str | None = None,
+    images: Sequence[str] = (),
+    roots: Roots = None,
+    version: VersionChoice = "served",
 ) -> ExperiencePrompt:
-    prompt = await store.experience_prompt(library)
+    """The lessons of a version (by default the served one); those that fit `task` for a library
+    that chooses lessons per task."""
+    prompt = await store.experience_prompt(library, version, task)
     if task is not None:
         prompt.task_id = (await _read_task(task, images, roots)).id
     return prompt
@@ -157,22 +166,29 @@ async def compress(
 
 
 async def rollback(store: Store, library: str, version: int) -> ChangeResult:
-    """Make the library look as it did at `version`, as a new version (history is kept)."""
+    """Make the library's working version look as it did at `version`, as a new version (history
+    is kept). A library that serves promoted versions goes on serving the one it did."""
     target = await store.version(library, version)
     state = await store.library_state(library)
-    current = {e.id: e for e in state.experiences}
-    wanted = {item.id: item.text for item in target.snapshot}
-    operations: list[Operation] = [DeleteOp(id=id_) for id_ in current if id_ not in wanted]
-    for id_, text in wanted.items():
-        if id_ not in current:
-            operations.append(RestoreOp(id=id_, text=text))
-        elif current[id_].text != text:
-            operations.append(RewriteOp(id=id_, text=text))
+    operations = restore_operations(state.experiences, target.snapshot)
     if not operations:
         raise InvalidInput(f"Library {library!r} already has the content of version {version}; nothing to roll back.")
     return await store.apply(
         library, operations, kind="rollback", reason=f"rollback to version {version}", expected_version=state.version
     )
+
+
+async def promote(
+    store: Store, library: str, version: int | Literal["working"], *, by: str, reason: str | None = None
+) -> Promoted:
+    """Serve `version` (or the working version) from now on: a person's decision, recorded with who
+    made it. The library then serves promoted versions only: critiques change the working one."""
+    state = await store.library_state(library)
+    number = state.version if version == "working" else version
+    if number > state.version:
+        raise NotFound(f"Library {library!r} has no version {number}; its newest is {state.version}.")
+    decision = await store.promote(library, number, by=by, reason=reason or "promoted by hand")
+    return Promoted(served_version=number, served_before=decision.served_before, working_version=state.version)
 
 
 async def diff(store: Store, library: str, from_version: int, to_version: int) -> VersionDiff:

@@ -55,6 +55,7 @@ TOOL_NAMES = (
     "edit_experience",
     "delete_library",
     "promote_version",
+    "measure_evidence",
 )
 
 

@@ -24,7 +24,9 @@ from ted.store import Store
 from ted.store.database import timestamp
 
 # `check`: the one short call `ted setup` makes to see that a model answers; `guard`: a lesson review.
-Role = Literal["student", "teacher-solve", "summarise", "critique", "compress", "check", "guard"]
+Role = Literal[
+    "student", "teacher-solve", "summarise", "critique", "compress", "check", "guard", "validation", "evidence"
+]
 
 
 class RoleTotals(BaseModel):

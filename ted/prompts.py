@@ -175,23 +175,38 @@ COMPRESS_SYSTEM = """\
 You maintain a library of lessons that is prepended to a student's system prompt. It is over \
 its budget. Return one operation for every lesson: merge lessons that say similar things into \
 one (keeping what each adds), rewrite vague or wordy ones shorter and more precise, delete \
-low-utility ones, and retain the rest. Priority is log(1 + usage): lessons the student actually \
-cites are worth keeping; lessons marked harmful more often than helpful are candidates for \
-deletion. The lessons are listed from the lowest priority to the highest. The result must fit \
-the budget. Lessons stay general: no task-specific answers, no instructions about the \
-student's prompt, tools, links or secrets."""
+low-utility ones, and retain the rest. {priority} Lessons marked harmful more often than helpful \
+are candidates for deletion. The lessons are listed from the lowest priority to the highest. The \
+result must fit the budget. Lessons stay general: no task-specific answers, no instructions about \
+the student's prompt, tools, links or secrets."""
+
+PRIORITIES = {
+    "usage": "Priority is log(1 + usage): lessons the student actually cites are worth keeping.",
+    "evidence": "Priority is the lesson's measured evidence: how much the student's accuracy on held-out "
+    "problems drops without it. A lesson with negative evidence made the student worse; one never measured "
+    "counts as 0.",
+}
+
+
+def compress_system(priority: str) -> str:
+    """The compression instructions, saying what ranks the lessons (`usage` or `evidence`)."""
+    return COMPRESS_SYSTEM.format(priority=PRIORITIES[priority])
 
 
 def compress_prompt(items: list[dict], token_budget: int, max_items: int, tokens: int) -> str:
     lines = [
         f"[{i['id']}] priority={i['priority']:.2f} usage={i['usage_count']} helpful={i['helpful_count']} "
-        f"harmful={i['harmful_count']} tokens={i['tokens']}\n{i['text']}"
+        f"harmful={i['harmful_count']}{_evidence(i.get('evidence'))} tokens={i['tokens']}\n{i['text']}"
         for i in items
     ]
     return (
         f"Budget: at most {token_budget} tokens and {max_items} lessons. "
         f"Now: {tokens} tokens and {len(items)} lessons.\n\n" + "\n\n".join(lines)
     )
+
+
+def _evidence(evidence: dict | None) -> str:
+    return "" if evidence is None else f" evidence={evidence['difference']:+.2f}"
 
 
 # ---- the guard ---------------------------------------------------------------------------

@@ -103,5 +103,5 @@ async def test_the_output_schema_is_self_contained_and_checks_real_replies(clien
     validator = Draft202012Validator(schema)
     validator.validate(reply.structured_content)
     # The item schema is really checked, not just present.
-    broken = {**reply.structured_content, "items": [{"id": "E1", "text": "Check the units."}]}
+    broken = {**reply.structured_content, "items": [{"id": "E1", "text": "Check the units.", "usage_count": "1"}]}
     assert not validator.is_valid(broken)

@@ -15,6 +15,8 @@ TOOLS = {
     "add_experience",
     "list_libraries",
     "rollback_library",
+    "promote_version",
+    "measure_evidence",
     "request_critique",
     "compress_library",
     "distill_batch",
@@ -42,6 +44,8 @@ async def test_tools_have_schemas_annotations_and_instructions(client):
         assert tool.description and len(tool.description) > 40, tool.name
     assert tools["get_experiences"].annotations.read_only_hint
     assert tools["rollback_library"].annotations.destructive_hint
+    assert tools["promote_version"].annotations.destructive_hint
+    assert tools["measure_evidence"].annotations.open_world_hint
     assert tools["get_experiences"].input_schema["properties"]["library"]["pattern"] == "^[a-z0-9_-]{1,64}$"
     assert "get_experiences" in client.instructions and "record_attempt" in client.instructions
     if client.server_info is not None:  # optional in the 2026 protocol era

@@ -2,6 +2,7 @@
 MCP tools, on the same database."""
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ted import agent, transfer
+from ted.cli import serving
 from ted.cli.models import closing_models
 from ted.cli.output import count, indent, local_time, print_json, report, table, warn_if_over_budget
 from ted.cli.runs import add_generation_options, generation_options
@@ -28,6 +30,7 @@ async def libraries(store: Store, args: argparse.Namespace, out: Console) -> Non
     listed = table(
         ("name", "name"),
         ("version", "number"),
+        ("served", "number"),
         ("lessons", "number"),
         ("tokens", "number"),
         ("over", "number"),
@@ -38,6 +41,7 @@ async def libraries(store: Store, args: argparse.Namespace, out: Console) -> Non
         listed.add_row(
             s.name,
             str(s.version),
+            str(s.served_version) if s.serves == "promoted" else "working",
             f"{s.items}/{s.max_items}",
             f"{s.tokens}/{s.token_budget}",
             Text("yes", style="bold red") if s.over_budget else "no",
@@ -63,11 +67,13 @@ async def show(store: Store, args: argparse.Namespace, out: Console) -> None:
     items = await store.experiences(args.library)
     if args.json:
         return print_json(items)
-    prompt = await store.experience_prompt(args.library)
+    prompt, settings = await store.whole_prompt(args.library, "working")
     if not items:
         return out.print(
             f"{args.library} has no lessons (version {prompt.version}). Add one with: ted add {args.library} TEXT"
         )
+    measured = any(e.evidence for e in items)
+    served = "" if prompt.served_version == prompt.version else f" · serves version {prompt.served_version}"
     listed = table(
         ("id", "label"),
         ("lesson", "text"),
@@ -76,8 +82,9 @@ async def show(store: Store, args: argparse.Namespace, out: Console) -> None:
         ("harmed", "number"),
         ("tokens", "number"),
         ("priority", "number"),
-        title=f"{args.library} · version {prompt.version}",
-        caption=f"{len(items)} of {prompt.max_items} lessons · {prompt.tokens} of {prompt.token_budget} tokens",
+        *([("evidence", "number")] if measured else []),
+        title=f"{args.library} · version {prompt.version}{served}",
+        caption=serving.kept(settings, len(items), prompt.tokens, measured),
     )
     for e in items:
         listed.add_row(
@@ -87,7 +94,8 @@ async def show(store: Store, args: argparse.Namespace, out: Console) -> None:
             str(e.helpful_count),
             str(e.harmful_count),
             str(e.tokens),
-            f"{e.priority:.2f}",
+            f"{e.ranked(settings.priority):.2f}",
+            *([serving.evidence_cell(e.evidence)] if measured else []),
         )
     out.print(listed)
     warn_if_over_budget(out, prompt.over_budget, args.library)
@@ -158,6 +166,7 @@ async def history(store: Store, args: argparse.Namespace, out: Console) -> None:
             local_time(v.created_at),
         )
     out.print(listed)
+    serving.print_promotions(out, versions)
 
 
 async def diff(store: Store, args: argparse.Namespace, out: Console) -> None:
@@ -232,8 +241,9 @@ async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
             split_name(model)  # a typo should fail here, not at the first critique
     generation = {role: given for role in ("student", "teacher") if (given := generation_options(args, role))}
     quarantine = None if args.quarantine is None else args.quarantine == "on"
+    choosing = {k: v for k in serving.CHOOSING if (v := getattr(args, k)) is not None}
     changes = (args.teacher, args.student, args.guard, args.budget, args.max_items, quarantine)
-    if all(v is None for v in changes) and not generation:
+    if all(v is None for v in changes) and not generation and not choosing:
         state = await store.library_state(args.library)
     else:
         state = await store.configure(
@@ -245,7 +255,11 @@ async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
             max_items=args.max_items,
             generation=generation,
             quarantine=quarantine,
+            **choosing,
         )
+    if args.serve is not None:
+        await store.serve(args.library, args.serve, by=f"ted config ({getpass.getuser()})")
+        state = await store.library_state(args.library)
     if args.json:
         return print_json(state.model_dump(mode="json", exclude={"experiences", "next_experience"}))
     sampling = [
@@ -259,7 +273,8 @@ async def config(store: Store, args: argparse.Namespace, out: Console) -> None:
         f"budget {state.settings.token_budget} tokens / {state.settings.max_items} lessons"
         + (f"; sampling: {', '.join(sampling)}" if sampling else "")
         + f"; guard {state.guard_model or 'from TED_GUARD (off when unset)'}, "
-        f"refused lessons {'quarantined for review' if state.settings.quarantine else 'dropped'}",
+        f"refused lessons {'quarantined for review' if state.settings.quarantine else 'dropped'}"
+        + f"; {serving.serves(state)}",
         markup=False,
     )
 
@@ -333,6 +348,7 @@ def add_commands(command) -> None:
     g.add_argument("--guard", help="a model that reviews every new lesson, provider:model (default: TED_GUARD)")
     g.add_argument("--budget", type=int, help="token budget of the experience prompt (default 4000)")
     g.add_argument("--max-items", type=int, help="most lessons the library may hold (default 15)")
+    serving.add_config_options(g)
     add_generation_options(g)
     g.add_argument(
         "--quarantine", choices=["on", "off"], help="keep refused lessons for `ted review` instead of dropping them"

@@ -9,7 +9,9 @@
     ted import LIB FILE [--replace] [--format json|md]
     ted config LIB [--teacher M] [--student M] [--guard M] [--budget N] [--max-items N] [--quarantine on|off]
                    [--student-temperature T …]
+                   [--serve working|promoted] [--selection all|relevant] [--archive-items N] [--priority usage|evidence]
     ted review [LIB] [--approve ID | --reject ID] [--all]
+    ted promote LIB VERSION|working     ted evidence LIB --dataset FILE --max-calls N
     ted distill --dataset FILE --library LIB [--student M --teacher M --epochs 3 --rollouts 5 …]
     ted distill --resume JOB            ted jobs [--library LIB]
     ted eval --dataset FILE --library LIB [--student M] [--samples K]
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ted.cli import library, runs, setup
+from ted.cli import library, runs, serving, setup
 from ted.cli.models import closing_models
 from ted.errors import TedError
 from ted.guard import Guard
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     library.add_commands(command)
+    serving.add_commands(command)
     runs.add_commands(command)
     setup.add_command(command)
     return parser

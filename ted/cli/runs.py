@@ -2,6 +2,7 @@
 
     ted distill --dataset train.jsonl --library gsm8k --student M --teacher M [--epochs 3 --rollouts 5]
         [--student-max-tokens N --teacher-temperature T --student-seed S …] [--failure-share 0.5]
+        [--validation held_out.jsonl | --validation-split 0.2] [--margin 0.02 --keep best --validate-every N]
     ted distill --resume JOB [--max-cost 5]
     ted eval --dataset test.jsonl --library gsm8k --student M [--samples 3] [--student-temperature T …]
     ted jobs [--library gsm8k]
@@ -38,7 +39,7 @@ from ted.runs.datasets import load_dataset
 from ted.runs.distill import run_job
 from ted.runs.evaluate import evaluate
 from ted.runs.jobs import Job
-from ted.runs.prepare import create_job, prepare_job, prepare_resume
+from ted.runs.prepare import Prepared, create_job, prepare_job, prepare_resume
 from ted.runs.report import distill_report
 from ted.runs.report_files import write_distill_report, write_eval_report
 from ted.store import Store
@@ -131,6 +132,7 @@ async def _start(store: Store, args: argparse.Namespace, out: Console) -> Job | 
         store,
         get_model,
         await load_dataset(args.dataset, limit=args.limit),
+        validation_set=await load_dataset(args.validation) if args.validation else None,
         library=args.library,
         student=args.student,
         teacher=args.teacher,
@@ -146,15 +148,26 @@ async def _start(store: Store, args: argparse.Namespace, out: Console) -> Job | 
         failure_share=args.failure_share,
         max_cost_usd=args.max_cost,
         max_tokens=args.max_tokens,
+        validation={k: v for k, flag in VALIDATION_OPTIONS.items() if (v := getattr(args, flag)) is not None},
     )
+    _print_estimate(out, prepared)
+    return None if args.estimate else await create_job(store, prepared)
+
+
+def _print_estimate(out: Console, prepared: Prepared) -> None:
     params, guess = prepared.params, prepared.estimate
+    validation = (
+        f", {guess.validation_calls:,} validation answers (+{guess.validation_share:.1%} calls) on "
+        f"{guess.validation_problems} held-out problems over {guess.validation_rounds} rounds"
+        if guess.validation_problems
+        else ""
+    )
     out.print(
         f"{guess.problems} problems × {params.epochs} epochs × {params.rollouts} rollouts: at most "
-        f"{guess.student_calls:,} student and {guess.teacher_calls:,} teacher calls, up to about "
+        f"{guess.student_calls:,} student and {guess.teacher_calls:,} teacher calls{validation}, up to about "
         f"{guess.input_tokens:,} tokens in and {guess.output_tokens:,} out.",
         markup=False,
     )
-    return None if args.estimate else await create_job(store, prepared)
 
 
 async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
@@ -173,6 +186,10 @@ async def distill(store: Store, args: argparse.Namespace, out: Console) -> None:
             f"{e.library.tokens} tokens, {e.critiques} critiques, {e.compressions} compressions",
             markup=False,
         )
+        for v in e.validations:
+            out.print(f"    version {v.working_version} {v.decision}: {v.figures.describe()}", markup=False)
+    if report.validation_problems:
+        out.print(f"{report.library} serves version {report.served_version}.", markup=False)
     out.print(
         f"{report.cost.calls:,} model calls, {_cost_so_far(report.cost)}. Report: {files.markdown_path}", markup=False
     )
@@ -217,6 +234,7 @@ async def evaluate_command(store: Store, args: argparse.Namespace, out: Console)
                 concurrency=args.concurrency,
                 settings=state.generation_for("student", generation_options(args, "student")),
                 on_sample=tick,
+                version=args.version,
             )
     directory = args.report or eval_report_dir(args.library, report.library_version, student.name, datetime.now())
     files = write_eval_report(report, directory)
@@ -297,8 +315,29 @@ async def costs(store: Store, args: argparse.Namespace, out: Console) -> None:
     out.print(listed)
 
 
+def version_choice(text: str) -> str | int:
+    """`served`, `working` or a version number, as --version takes them."""
+    if text in ("served", "working"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a version: give served, working or a number")
+
+
+# ValidationParams field → the attribute of its command-line option.
+VALIDATION_OPTIONS = {
+    "split": "validation_split",
+    "samples": "validation_samples",
+    "every": "validate_every",
+    "margin": "margin",
+    "keep": "keep",
+}
+
+
 def _flag(field: str) -> str:
     """A DistillParams field as the option that sets it."""
+    if field.startswith("validation."):
+        field = VALIDATION_OPTIONS.get(field.removeprefix("validation."), field)
     return {"max_cost_usd": "--max-cost"}.get(field, "--" + field.replace("_", "-"))
 
 
@@ -365,6 +404,13 @@ def add_commands(command) -> None:
     d.add_argument("--estimate", action="store_true", help="print the estimate of calls and tokens, and stop")
     d.add_argument("--resume", metavar="JOB", help="resume a failed, cancelled, stopped or interrupted job")
     d.add_argument("--report", type=Path, help="folder for report.json/.md/.png (default: ted-reports/JOB)")
+    v = d.add_argument_group("promotion on a validation set (the library then serves promoted versions only)")
+    v.add_argument("--validation", type=Path, help="held-out problems, JSONL, never trained on")
+    v.add_argument("--validation-split", type=float, help="or hold out this share of --dataset (e.g. 0.2)")
+    v.add_argument("--validation-samples", type=int, help="answers per validation problem and version (default 1)")
+    v.add_argument("--validate-every", type=int, metavar="N", help="validate every N batches (default: each epoch)")
+    v.add_argument("--margin", type=float, help="promote when not worse than the served version by more (default 0)")
+    v.add_argument("--keep", choices=["best", "last"], help="after a refusal go on from the served version or the last")
 
     e = command("eval", evaluate_command, "score the student with and without a library", library=False)
     e.add_argument("--dataset", type=Path, required=True, help="held-out problems, JSONL")
@@ -376,6 +422,9 @@ def add_commands(command) -> None:
     add_generation_options(e, ("student",))
     e.add_argument(
         "--report", type=Path, help="folder for report.json/.md/.png (default: ted-reports/eval-LIB-vN-STUDENT-TIME)"
+    )
+    e.add_argument(
+        "--version", type=version_choice, default="served", help="the version to evaluate: served (default), working, N"
     )
 
     j = command("jobs", list_jobs, "list distillation jobs, newest first", json=True, library=False)

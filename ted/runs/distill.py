@@ -11,7 +11,14 @@ earlier problem of the batch already changed is a conflict, dropped and reported
 change stands. If they would leave the library over budget its compression is planned (the
 teacher called) before anything is written, and the batch, its compression, its critique
 records and the job's cursor are written as ONE version: no version, and no epoch's figures,
-ever see a library over budget. `concurrency=1` is the paper's strict sequential order.
+ever see a library over budget. `concurrency=1` is the paper's strict sequential order. Each
+problem's student sees what the library's working version serves that task (every lesson, or
+those that fit it when the library chooses per task), and only those count as used.
+
+A job with a validation set compares, after each epoch (or every `validation.every` batches),
+the working version with the served one on held-out problems and promotes it only when the
+student is not worse with it (`ted.runs.validation`); the decision is written with the job's
+figures, and a job stopped between a batch and its round makes the round when it resumes.
 
 One problem's unusable teacher reply (after its repair), or a teacher call that failed past the
 SDK's retries, fails that problem's critique only: it is recorded (problem, step, error) in the
@@ -40,14 +47,22 @@ from ted.errors import Conflict, InvalidReply, ModelError, ModelRefused, TedErro
 from ted.ledger import Ledger, Role
 from ted.llm.base import Model
 from ted.llm.capabilities import require_images
-from ted.prompts import experience_prompt
 from ted.redaction import redact
 from ted.runs import jobs
 from ted.runs.datasets import Problem
-from ted.runs.jobs import DistillParams, EpochProgress, Job, StepFailure
+from ted.runs.jobs import DistillParams, EpochProgress, Job, StepFailure, ValidationRound
 from ted.runs.student import answer, read_tasks
+from ted.runs.validation import Validation
 from ted.store import Store
-from ted.store.records import MAX_ANSWER_CHARS, MAX_TRAJECTORY_CHARS, AttemptRecord, LibraryState, NewAttempt, Operation
+from ted.store.records import (
+    MAX_ANSWER_CHARS,
+    MAX_TRAJECTORY_CHARS,
+    AttemptRecord,
+    ExperiencePrompt,
+    LibraryState,
+    NewAttempt,
+    Operation,
+)
 from ted.tasks import Task
 from ted.teacher.compression import CompressionPlanned, Simulation, fallback, plan_compression, write_change
 from ted.teacher.critique import chains_for, critique_reply, critique_sources, record_critique, solve, vet_critique
@@ -82,6 +97,7 @@ class Distillation:
     tasks: dict[str, Task]
     solutions: dict[str, str] = field(default_factory=dict)
     on_progress: Progress | None = None
+    validation: Validation | None = None
 
     @property
     def params(self) -> DistillParams:
@@ -109,24 +125,51 @@ class Distillation:
             return ending
         # A library over budget before the job began (its budget lowered since) is compressed first.
         await self._compress_alone(max(first_epoch - (first_batch == 0), 0), stats)
+        # A job stopped between a batch and its validation validates first.
+        await self._validate_if_due(first_epoch * len(batches) + first_batch, len(batches), stats)
         for epoch in range(first_epoch, self.params.epochs):
             for index in range(first_batch if epoch == first_epoch else 0, len(batches)):
                 if stop is not None and (ending := await stop()) is not None:
                     return ending
                 await self._batch(epoch, index, batches, stats)
+                await self._validate_if_due(epoch * len(batches) + index + 1, len(batches), stats)
                 if self.on_progress:
                     self.job = await jobs.get(self.store, self.job.id)
                     await self.on_progress(self.job)
         return "done", None
 
+    async def _validate_if_due(self, done: int, per_epoch: int, stats: Stats) -> None:
+        """Validate after `done` batches if a round is due then and was not made yet."""
+        if self.validation is None or done == 0:
+            return
+        total = per_epoch * self.params.epochs
+        if done % (self.params.validation.every or per_epoch) and done != total:
+            return
+        if any(v.batches_done == done for s in stats.values() for v in s.validations):
+            return
+        epoch = (done - 1) // per_epoch
+        epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy(deep=True)
+
+        async def save(db, made: ValidationRound, rolled_back: tuple[int, int, int] | None) -> None:
+            epoch_stats.validations.append(made)
+            if rolled_back is not None:  # the library the job goes on with: the served version's lessons
+                epoch_stats.version, epoch_stats.items, epoch_stats.tokens = rolled_back
+            await jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
+
+        await self.validation.run(epoch, done, save)
+        stats[epoch] = epoch_stats
+
     async def _batch(self, epoch: int, index: int, batches: list[list[Problem]], stats: Stats) -> None:
         state = await self.store.library_state(self.params.library)
-        prompt = experience_prompt((e.id, e.text) for e in state.experiences)
         batch = batches[index]
+        # What the working version serves each problem, read before any rollout counts a use.
+        prompts = {
+            p.id: await self.store.experience_prompt(self.params.library, state.version, p.question) for p in batch
+        }
         proposals: list[Proposal | None] = [None] * len(batch)
 
         async def propose(i: int, problem: Problem) -> None:
-            proposals[i] = await self._propose(epoch, problem, state, prompt)
+            proposals[i] = await self._propose(epoch, problem, state, prompts[problem.id])
 
         async with anyio.create_task_group() as tg:
             for i, problem in enumerate(batch):
@@ -145,7 +188,7 @@ class Distillation:
                 if not tries_left:
                     raise
 
-    async def _propose(self, epoch: int, problem: Problem, state: LibraryState, prompt: str) -> Proposal:
+    async def _propose(self, epoch: int, problem: Problem, state: LibraryState, prompt: ExperiencePrompt) -> Proposal:
         attempts = await self._rollouts(epoch, problem, prompt)
         if all(a.correct for a in attempts) and not self.params.critique_all:
             return Proposal(problem=problem, attempts=attempts)
@@ -186,13 +229,14 @@ class Distillation:
             return Proposal(problem=problem, attempts=attempts, failure=failure)
         return Proposal(problem=problem, attempts=attempts, reply=reply)
 
-    async def _rollouts(self, epoch: int, problem: Problem, prompt: str) -> list[AttemptRecord]:
+    async def _rollouts(self, epoch: int, problem: Problem, prompt: ExperiencePrompt) -> list[AttemptRecord]:
         stored = {a.rollout: a for a in await self.store.job_attempts(self.job.id, epoch, problem.id)}
         task = self.tasks[problem.id]
+        shown = [item.id for item in prompt.items]
 
         async def attempt(rollout: int) -> None:
             model = self._bind("student", problem, f"e{epoch}/{problem.id}/r{rollout}")
-            reply = await answer(model, task, problem.answer, prompt)
+            reply = await answer(model, task, problem.answer, prompt.prompt)
             attempt = NewAttempt(
                 task_id=task.id,
                 task=problem.question,
@@ -212,7 +256,7 @@ class Distillation:
                 problem_id=problem.id,
                 rollout=rollout,
             )
-            await self.store.record_attempt(self.params.library, attempt, cited_ids(reply.text, ()))
+            await self.store.record_attempt(self.params.library, attempt, cited_ids(reply.text, ()), shown)
 
         missing = [r for r in range(self.params.rollouts) if r not in stored]
         if missing:
@@ -408,15 +452,18 @@ async def run_job(
     owner = owner or jobs.this_process()
     job = await jobs.claim(store, job_id, owner)
     problems, solutions = await jobs.problems(store, job_id)
+    held = await jobs.validation_problems(store, job_id)
     ending: tuple[jobs.JobState, str | None] = ("done", None)
     try:
         student, teacher = models(job.params.student), models(job.params.teacher)
         await jobs.record_config(store, job_id, jobs.endpoints(student, teacher))
         tasks = await anyio.to_thread.run_sync(read_tasks, problems)
-        if any(task.images for task in tasks.values()):  # refused before any call
+        held_tasks = await anyio.to_thread.run_sync(read_tasks, held)
+        if any(task.images for task in [*tasks.values(), *held_tasks.values()]):  # refused before any call
             for model in (student, teacher):
                 require_images(model.name, f"job {job_id}'s dataset")
-        distillation = Distillation(store, ledger, job, student, teacher, tasks, solutions, on_progress)
+        validation = Validation(store, ledger, student, job, held, held_tasks) if held else None
+        distillation = Distillation(store, ledger, job, student, teacher, tasks, solutions, on_progress, validation)
         await store.ensure_library(job.params.library)
         async with anyio.create_task_group() as tg:
 

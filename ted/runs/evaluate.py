@@ -13,14 +13,15 @@ from collections.abc import Callable
 import anyio
 import anyio.to_thread
 
-from ted.errors import InvalidInput, ModelError, ModelRefused
+from ted.errors import InvalidInput, ModelError
 from ted.ledger import Ledger
 from ted.llm.base import GenerationSettings, Model
 from ted.llm.capabilities import require_images
 from ted.runs.datasets import Problem
 from ted.runs.report import EvalReport, PairedOutcome, evaluation_report
-from ted.runs.student import answer, read_tasks
+from ted.runs.student import Question, grade_answers, read_tasks
 from ted.store import Store
+from ted.store.records import VersionChoice
 
 Tick = Callable[[bool], None]
 
@@ -38,53 +39,48 @@ async def evaluate(
     settings: GenerationSettings | None = None,
     seed: int = 0,
     on_sample: Tick | None = None,
+    version: VersionChoice = "served",
 ) -> EvalReport:
     """Grade `samples` answers per problem and arm; a failed call counts as a wrong answer, except
-    one no retry can fix (a refused key, an unknown model), which ends the evaluation."""
+    one no retry can fix (a refused key, an unknown model), which ends the evaluation.
+
+    The library's arm is the version asked for (the served one by default), each problem given
+    the lessons `get_experiences` serves for it."""
     for name, value in (("samples", samples), ("concurrency", concurrency)):
         if value < 1:
             raise InvalidInput(f"{name} must be at least 1 (it was {value}).")
     tasks = await anyio.to_thread.run_sync(read_tasks, problems)
     if any(task.images for task in tasks.values()):
         require_images(student.name, "this dataset")
-    prompt = await store.experience_prompt(library)
+    prompt = await store.experience_prompt(library, version)
+    served = {p.id: (await store.experience_prompt(library, prompt.version, p.question)).prompt for p in problems}
     eval_id = "eval-" + uuid.uuid4().hex[:12]
-    limiter = anyio.CapacityLimiter(concurrency)
-    arms = {"with": prompt.prompt, "without": ""}
-    grades: dict[tuple[str, str], list[bool]] = {(p.id, arm): [False] * samples for p in problems for arm in arms}
-    failures: list[ModelError] = []
+    questions = {
+        (p.id, arm, k): Question(tasks[p.id], p.answer, served[p.id] if arm == "with" else "")
+        for p in problems
+        for arm in ("with", "without")
+        for k in range(samples)
+    }
 
-    async def sample(problem: Problem, arm: str, k: int) -> None:
-        task = tasks[problem.id]
-        async with limiter:
-            model = ledger.bind(student, "student", library=library, task_id=task.id, job_id=eval_id, settings=settings)
-            try:
-                correct = (await answer(model, task, problem.answer, arms[arm])).grade.correct
-            except ModelRefused:
-                raise
-            except ModelError as e:
-                # Counted wrong, not dropped: dropping would flatter the arm that failed more.
-                failures.append(e)
-                correct = False
-        grades[problem.id, arm][k] = correct
-        if on_sample:
-            on_sample(correct)
+    def bind(key: tuple[str, str, int]) -> Model:
+        task_id = tasks[key[0]].id
+        return ledger.bind(student, "student", library=library, task_id=task_id, job_id=eval_id, settings=settings)
 
-    async with anyio.create_task_group() as tg:
-        for problem in problems:
-            for arm in arms:
-                for k in range(samples):
-                    tg.start_soon(sample, problem, arm, k)
-
-    if len(failures) == len(grades) * samples:
+    grades, failures = await grade_answers(bind, questions, limit=concurrency, on_answer=on_sample)
+    if len(failures) == len(questions):
         raise ModelError(
             f"Every call to {student.name} failed, so there is nothing to report; the first: {failures[0]}"
         )
+    outcomes = [
+        PairedOutcome(
+            problem_id=p.id,
+            with_library=[grades[p.id, "with", k] for k in range(samples)],
+            without_library=[grades[p.id, "without", k] for k in range(samples)],
+        )
+        for p in problems
+    ]
     return evaluation_report(
-        [
-            PairedOutcome(problem_id=p.id, with_library=grades[p.id, "with"], without_library=grades[p.id, "without"])
-            for p in problems
-        ],
+        outcomes,
         dataset=dataset,
         student=student.name,
         library=library,

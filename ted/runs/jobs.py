@@ -19,18 +19,18 @@ import os
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from ted.errors import InvalidInput, NotFound, TedError, invalid_input
 from ted.ledger import CostSummary, Ledger
 from ted.llm.base import GenerationSettings, Model
 from ted.pricing import unpriced_models
 from ted.runs.datasets import Problem
-from ted.store import Store
+from ted.store import Store, serving
 from ted.store.database import timestamp
-from ted.store.records import LibraryName, LibrarySettings, LibraryState
+from ted.store.records import LibraryName, LibrarySettings, LibraryState, ValidationFigures
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled", "stopped"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "stopped"})
@@ -39,6 +39,26 @@ LEASE = timedelta(seconds=30)
 
 Compression = Literal["teacher", "truncate", "random", "none"]
 RESUMABLE_HELP = "distill_batch(resume=id) or `ted distill --resume` continues it."
+
+
+class ValidationParams(BaseModel):
+    """How a job with a validation set decides which version its library serves."""
+
+    split: float | None = Field(
+        None, gt=0, lt=1, description="Hold out this share of the dataset as the validation set (no other set given)."
+    )
+    samples: int = Field(1, ge=1, le=64, description="Answers per validation problem and version.")
+    every: int | None = Field(None, ge=1, description="Validate after every N batches (default: after each epoch).")
+    margin: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Promote the working version when its validation accuracy, paired per problem, is at least the "
+        "served one's less this.",
+    )
+    keep: Literal["best", "last"] = Field(
+        "last", description="After a refusal go on from the last version, or from the served one (the best so far)."
+    )
 
 
 class DistillParams(BaseModel):
@@ -68,6 +88,9 @@ class DistillParams(BaseModel):
         description="The job fails once this share of one batch's critiques could not be made (the teacher's "
         "replies unusable, or its calls failing); 1, the default, only when all of them failed.",
     )
+    validation: Annotated[ValidationParams, WithJsonSchema({"type": "object"})] = Field(
+        default_factory=ValidationParams, description="How a validation set decides what the library serves."
+    )
 
 
 class StepFailure(BaseModel):
@@ -76,6 +99,21 @@ class StepFailure(BaseModel):
     problem_id: str | None = Field(description="None for a batch's compression.")
     step: Literal["teacher-solve", "summarise", "critique", "compress"]
     error: str
+
+
+class ValidationRound(BaseModel):
+    """The working version against the served one on the validation set, after some batches."""
+
+    epoch: int
+    batches_done: int = Field(description="Batches of the job done (over all epochs) when it ran.")
+    working_version: int
+    decision: Literal["promoted", "refused", "unchanged"] = Field(
+        description="unchanged: the working version holds the served version's lessons, word for word."
+    )
+    figures: ValidationFigures
+    continued_from: int | None = Field(
+        None, description="With keep=best, after a refusal: the version the working version was rolled back to."
+    )
 
 
 class EpochProgress(BaseModel):
@@ -94,6 +132,11 @@ class EpochProgress(BaseModel):
     items: int = 0
     tokens: int = 0
     version: int = 0
+    # The same records, with a loose schema: get_job's reply schema is loaded by every client with
+    # tools/list, and the rounds' figures would add a tenth to it.
+    validations: Annotated[list[ValidationRound], WithJsonSchema({"type": "array", "items": {"type": "object"}})] = (
+        Field(default_factory=list, description="Promotions decided this epoch, with their figures.")
+    )
 
     @property
     def accuracy(self) -> float | None:
@@ -124,7 +167,9 @@ class Job(BaseModel):
     id: str
     kind: Literal["distill"] = "distill"
     state: JobState
-    params: DistillParams
+    # A loose schema in replies: distill_batch's arguments describe these, and get_job's reply
+    # schema is loaded with every tools/list.
+    params: Annotated[DistillParams, WithJsonSchema({"type": "object"})]
     dataset: str = Field(description="Where the problems came from.")
     start_version: int = Field(description="The library's version when the job was created.")
     problems: int = Field(description="Problems in the dataset; each epoch goes through all of them.")
@@ -257,9 +302,12 @@ async def create(
     *,
     solutions: dict[str, str] | None = None,
     config: dict[str, str] | None = None,
+    validation: list[Problem] | None = None,
 ) -> Job:
     """A queued job; `solutions` are the dataset's worked solutions by problem id (the teacher's
-    reference), `config` where each model is reached."""
+    reference), `config` where each model is reached, `validation` the problems held out to decide
+    promotions. A job with a validation set makes its library serve promoted versions only (the
+    version served when it starts stays served until one is promoted)."""
     if not problems:
         raise InvalidInput("The dataset has no problems; give at least one item with a question and an answer.")
     _check_priced(params)
@@ -267,10 +315,12 @@ async def create(
     now = timestamp()
     await store.ensure_library(params.library)
     async with store.transaction() as db:
+        if validation:
+            await serving.serve(db, params.library, "promoted", by=job_id)
         await db.execute(
-            "INSERT INTO jobs (id, kind, library, params, dataset, problems, solutions, config, start_version,"
-            " problems_total, state, created_at, updated_at) SELECT ?, 'distill', ?, ?, ?, ?, ?, ?, version, ?,"
-            " 'queued', ?, ? FROM libraries WHERE name = ?",
+            "INSERT INTO jobs (id, kind, library, params, dataset, problems, solutions, config, validation,"
+            " start_version, problems_total, state, created_at, updated_at) SELECT ?, 'distill', ?, ?, ?, ?, ?, ?,"
+            " ?, version, ?, 'queued', ?, ? FROM libraries WHERE name = ?",
             (
                 job_id,
                 params.library,
@@ -279,6 +329,7 @@ async def create(
                 json.dumps([p.model_dump(mode="json") for p in problems]),
                 json.dumps(solutions or {}),
                 json.dumps(config or {}),
+                json.dumps([p.model_dump(mode="json") for p in validation or []]),
                 len(problems),
                 now,
                 now,
@@ -298,7 +349,7 @@ async def get(store: Store, job_id: str) -> Job:
 
 async def status(store: Store, ledger: Ledger, job_id: str) -> JobStatus:
     job = await get(store, job_id)
-    prompt = await store.experience_prompt(job.params.library)
+    prompt, _ = await store.whole_prompt(job.params.library, "working")  # the version the job changes
     return JobStatus(
         **job.model_dump(),
         finished=job.state in FINISHED,
@@ -307,6 +358,13 @@ async def status(store: Store, ledger: Ledger, job_id: str) -> JobStatus:
         accuracy=job.epochs[-1].accuracy if job.epochs else None,
         cost=CostSummary.from_totals(await ledger.totals(job_id=job_id), (job.params.student, job.params.teacher)),
     )
+
+
+async def validation_problems(store: Store, job_id: str) -> list[Problem]:
+    """The problems a job holds out to decide promotions (none: it promotes nothing)."""
+    async with store.reading() as db, db.execute("SELECT validation FROM jobs WHERE id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    return [Problem.model_validate(p) for p in json.loads(row["validation"])]
 
 
 async def problems(store: Store, job_id: str) -> tuple[list[Problem], dict[str, str]]:

@@ -71,9 +71,22 @@ def plot_distillation(report: "DistillReport", path: str | Path) -> Path:
             ha="center",
             fontsize=8,
         )
+    validated = [e for e in report.epochs if e.validated is not None]
+    if validated:
+        # Each epoch's last validation round: the served version and the working one on the same problems.
+        for label, value, colour in (
+            ("validation: served", lambda e: e.validated.figures.served_accuracy, _WITHOUT),
+            ("validation: working", lambda e: e.validated.figures.working_accuracy, _TOKENS),
+        ):
+            accuracy_ax.plot(
+                [e.epoch for e in validated], [value(e) for e in validated], marker="s", linestyle="--", color=colour
+            )
+            accuracy_ax.lines[-1].set_label(label)
+        accuracy_ax.lines[0].set_label("training rollouts")
+        accuracy_ax.legend(fontsize=7, loc="lower right")
     accuracy_ax.set_ylim(0, 1.05)
-    accuracy_ax.set_ylabel("rollout accuracy")
-    accuracy_ax.set_title("Student rollouts", fontsize=10)
+    accuracy_ax.set_ylabel("accuracy")
+    accuracy_ax.set_title("Student: training rollouts" + (" and validation" if validated else ""), fontsize=10)
 
     # Epoch 0 is the library before training, so what epoch 1 added is visible. Items and
     # tokens get a panel each: on twin axes their two limits drew on top of each other.

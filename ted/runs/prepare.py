@@ -9,12 +9,13 @@ naming what to change, and not inside the job.
 """
 
 import math
+import random
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, computed_field
 
-from ted.errors import ConfigError, invalid_input
+from ted.errors import ConfigError, InvalidInput, invalid_input
 from ted.llm.base import GenerationSettings, Model
 from ted.llm.capabilities import require_images
 from ted.runs import jobs
@@ -34,6 +35,11 @@ class Estimate(BaseModel):
     problems: int
     student_calls: int
     teacher_calls: int
+    validation_problems: int = 0
+    validation_rounds: int = Field(0, description="Comparisons of the working version with the served one.")
+    validation_calls: int = Field(
+        0, description="Student answers on the validation set: both versions in the first round, then only the new one."
+    )
     input_tokens: int
     output_tokens: int
     note: str = (
@@ -42,9 +48,27 @@ class Estimate(BaseModel):
         "~400-token student answers."
     )
 
+    @computed_field
+    @property
+    def validation_share(self) -> float:
+        """What the validation set adds, as a share of the distillation's own calls (upper bounds both)."""
+        distillation = self.student_calls + self.teacher_calls
+        return self.validation_calls / distillation if distillation else 0.0
+
+
+def validation_rounds(params: DistillParams, problems: int) -> int:
+    """How many times a job validates: after every `validation.every` batches and after the last one."""
+    batches = math.ceil(problems / params.concurrency) * params.epochs
+    every = params.validation.every or math.ceil(problems / params.concurrency)
+    return batches // every + (batches % every != 0)
+
 
 def estimate(
-    params: DistillParams, problems: list[Problem], encoding: str = "cl100k_base", token_budget: int = 4000
+    params: DistillParams,
+    problems: list[Problem],
+    encoding: str = "cl100k_base",
+    token_budget: int = 4000,
+    validation: list[Problem] = (),
 ) -> Estimate:
     n, e, r = len(problems), params.epochs, params.rollouts
     question = sum(count_tokens(p.question, encoding) for p in problems) / max(n, 1)
@@ -56,12 +80,21 @@ def estimate(
     teacher_calls = 2 * n + 2 * n * e + (batches if params.compression == "teacher" else 0)
     teacher_in = n * question * 3 + n * 600 + n * e * (question + r * 500 + 600) * 2 + batches * budget * 1.5
     teacher_out = n * 1200 + n * e * (150 * (r + 1) + 300) + batches * budget
+    # Each round asks the working version and the served one; the served one was asked before (it
+    # is the version served or promoted at the previous round), and its answers are kept, except at
+    # the first round.
+    rounds = validation_rounds(params, n) if validation else 0
+    validation_calls = (rounds + 1) * len(validation) * params.validation.samples if rounds else 0
+    asked = sum(count_tokens(p.question, encoding) for p in validation) / max(len(validation), 1)
     return Estimate(
         problems=n,
         student_calls=n * e * r,
         teacher_calls=teacher_calls,
-        input_tokens=round(student_in + teacher_in),
-        output_tokens=round(400 * n * e * r + teacher_out),
+        validation_problems=len(validation),
+        validation_rounds=rounds,
+        validation_calls=validation_calls,
+        input_tokens=round(student_in + teacher_in + validation_calls * (asked + budget + 150)),
+        output_tokens=round(400 * (n * e * r + validation_calls) + teacher_out),
     )
 
 
@@ -70,6 +103,7 @@ class Prepared(BaseModel):
 
     params: DistillParams
     problems: list[Problem]
+    validation: list[Problem] = Field(default_factory=list, description="Held out to decide promotions.")
     solutions: dict[str, str] = Field(description="The dataset's worked solutions by problem id, for the teacher.")
     dataset: str
     estimate: Estimate
@@ -88,11 +122,14 @@ async def prepare_job(
     teacher_settings: GenerationSettings | None = None,
     check_models: bool = True,
     field: Callable[[str], str] = str,
+    validation_set: Dataset | None = None,
     **options: Any,
 ) -> Prepared:
     """A new job's parameters and estimate; `options` are the other DistillParams fields.
 
-    `field` names a parameter as the caller's user typed it, for errors (`--max-cost`).
+    The validation set is `validation_set`, or the `validation.split` share of the dataset held
+    out from training. `field` names a parameter as the caller's user typed it, for errors
+    (`--max-cost`).
     """
     state = await jobs.library_for(store, library)  # an estimate creates nothing
     try:
@@ -106,27 +143,71 @@ async def prepare_job(
         )
     except ValidationError as e:
         raise invalid_input(e, "Invalid", field=field) from None
-    config = _check_models(models, params, data.problems) if check_models else {}
+    train, held = held_out(params, data.problems, validation_set.problems if validation_set else None, field)
+    config = _check_models(models, params, [*train, *held]) if check_models else {}
     settings = state.settings
     return Prepared(
         params=params,
-        problems=data.problems,
+        problems=train,
+        validation=held,
         solutions=data.reference_solutions,
         dataset=str(data.path or data.name),
-        estimate=estimate(params, data.problems, settings.encoding, settings.token_budget),
+        estimate=estimate(params, train, settings.encoding, settings.token_budget, held),
         config=config,
     )
+
+
+def held_out(
+    params: DistillParams, problems: list[Problem], validation: list[Problem] | None, field: Callable[[str], str] = str
+) -> tuple[list[Problem], list[Problem]]:
+    """The training problems and the validation set: the one given, or `validation.split` of the
+    problems drawn with the job's seed (both keep the dataset's order). A validation problem that
+    is also a training problem is refused: it would reward learning its answer."""
+    split = params.validation.split
+    if validation is not None and split is not None:
+        raise InvalidInput(f"Give a validation dataset or {field('validation.split')}, not both.")
+    if validation is None and split is None:
+        given = [f"validation.{name}" for name in params.validation.model_fields_set]
+        if given:
+            raise InvalidInput(
+                f"{', '.join(map(field, sorted(given)))} apply only with a validation set: give a validation dataset "
+                f"or {field('validation.split')}."
+            )
+        return problems, []
+    if split is not None:
+        size = round(len(problems) * split)
+        if not 1 <= size < len(problems):
+            raise InvalidInput(
+                f"{field('validation.split')} {split:g} of {len(problems)} problems holds out {size}: it must leave "
+                "at least one problem for validation and one for training."
+            )
+        drawn = set(random.Random(params.seed).sample(range(len(problems)), size))
+        return [p for i, p in enumerate(problems) if i not in drawn], [p for i, p in enumerate(problems) if i in drawn]
+    trained = {p.question.strip() for p in problems}
+    if shared := [p.id for p in validation if p.question.strip() in trained]:
+        raise InvalidInput(
+            f"{len(shared)} validation problems are training problems too ({', '.join(shared[:5])}): a validation set "
+            "must be held out from training. Remove them from one of the two datasets."
+        )
+    return problems, validation
 
 
 async def prepare_resume(store: Store, models: Callable[[str], Model], job_id: str) -> Prepared:
     """A stored job, ready to run again."""
     job = await jobs.get(store, job_id)
     problems, solutions = await jobs.problems(store, job_id)
-    config = _check_models(models, job.params, problems)
+    validation = await jobs.validation_problems(store, job_id)
+    config = _check_models(models, job.params, [*problems, *validation])
     settings = (await jobs.library_for(store, job.params.library)).settings
-    guess = estimate(job.params, problems, settings.encoding, settings.token_budget)
+    guess = estimate(job.params, problems, settings.encoding, settings.token_budget, validation)
     return Prepared(
-        params=job.params, problems=problems, solutions=solutions, dataset=job.dataset, estimate=guess, config=config
+        params=job.params,
+        problems=problems,
+        validation=validation,
+        solutions=solutions,
+        dataset=job.dataset,
+        estimate=guess,
+        config=config,
     )
 
 
@@ -138,6 +219,7 @@ async def create_job(store: Store, prepared: Prepared) -> Job:
         prepared.dataset,
         solutions=prepared.solutions,
         config=prepared.config,
+        validation=prepared.validation,
     )
 
 

@@ -13,7 +13,9 @@ is cancels out of the difference, and the k samples of one problem are not count
 independent observations. The generator is seeded: one report, one interval, every time.
 
 **Distillation.** One `EpochStats` per epoch: the accuracy of the student's rollouts (with the
-library as it stood during that epoch) and the library's size when the epoch ended.
+library as it stood during that epoch), the library's size when the epoch ended and, for a job
+with a validation set, each comparison of the working version with the served one on it and what
+was decided (`ted.runs.validation`).
 
 Writers put `report.json` (the record), `report.md` (a table a person reads) and `report.png`
 (`ted.runs.plots`) in one folder. The files are small, so they are written with plain file I/O;
@@ -31,8 +33,10 @@ from pydantic import BaseModel, Field, ValidationError, computed_field
 from ted.errors import InvalidInput
 from ted.ledger import CostSummary, Ledger, RoleTotals
 from ted.prompts import experience_prompt
-from ted.runs.jobs import Job, StepFailure
+from ted.runs import jobs
+from ted.runs.jobs import Job, StepFailure, ValidationRound
 from ted.store import Store
+from ted.store.records import BootstrapInterval
 from ted.tokens import count_tokens
 
 DEFAULT_RESAMPLES = 10_000
@@ -60,15 +64,6 @@ class ArmStats(BaseModel):
     accuracy: float = Field(description="Mean over problems of the fraction of samples graded correct.")
     correct: int = Field(description="Samples graded correct.")
     samples: int = Field(description="Samples graded.")
-
-
-class BootstrapInterval(BaseModel):
-    low: float
-    high: float
-    confidence: float
-    resamples: int
-    seed: int
-    method: str = "percentile bootstrap over problems (paired)"
 
 
 class EvalReport(BaseModel):
@@ -119,12 +114,20 @@ class EpochStats(BaseModel):
     compressions: int = Field(0, ge=0)
     library: LibrarySize = Field(description="The library when the epoch ended.")
     cost: CostSummary | None = Field(None, description="This epoch's model calls, when the caller split them.")
+    validations: list[ValidationRound] = Field(
+        default_factory=list, description="The working version against the served one, and each decision."
+    )
 
     @computed_field
     @property
     def accuracy(self) -> float | None:
         """Fraction of this epoch's rollouts graded correct; null before any rollout."""
         return self.correct / self.rollouts if self.rollouts else None
+
+    @property
+    def validated(self) -> ValidationRound | None:
+        """The epoch's last validation round, if it had one."""
+        return self.validations[-1] if self.validations else None
 
 
 class DistillReport(BaseModel):
@@ -144,6 +147,8 @@ class DistillReport(BaseModel):
     token_budget: int
     max_items: int
     initial: LibrarySize = Field(default_factory=LibrarySize, description="The library before epoch 1.")
+    validation_problems: int = Field(0, description="Problems held out to decide promotions (0: none).")
+    served_version: int | None = Field(None, description="The version the library serves now.")
     epochs: list[EpochStats]
     cost: CostSummary
     created_at: datetime
@@ -271,6 +276,7 @@ def _arm(grades: list[list[bool]]) -> ArmStats:
 async def distill_report(store: Store, ledger: Ledger, job: Job) -> DistillReport:
     """The job as a distillation report: per-epoch accuracy and library size, and its cost."""
     state = await store.library_state(job.params.library)
+    held = await jobs.validation_problems(store, job.id)
     start = await store.version(job.params.library, job.start_version) if job.start_version else None
     snapshot = start.snapshot if start else []
     initial = LibrarySize(
@@ -292,6 +298,8 @@ async def distill_report(store: Store, ledger: Ledger, job: Job) -> DistillRepor
         token_budget=state.settings.token_budget,
         max_items=state.settings.max_items,
         initial=initial,
+        validation_problems=len(held),
+        served_version=state.version if state.served_version is None else state.served_version,
         epochs=[
             EpochStats(
                 epoch=e.epoch + 1,
@@ -304,6 +312,7 @@ async def distill_report(store: Store, ledger: Ledger, job: Job) -> DistillRepor
                 failures=e.failures,
                 compressions=e.compressions,
                 library=LibrarySize(version=e.version, items=e.items, tokens=e.tokens),
+                validations=e.validations,
             )
             for e in job.epochs
         ],

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from ted.ledger import CostSummary
 from ted.runs import plots
+from ted.runs.evidence import EvidenceReport
 from ted.runs.report import ArmStats, DistillReport, EvalReport
 
 
@@ -38,6 +39,46 @@ def write_distill_report(report: DistillReport, directory: str | Path, *, stem: 
     _write(files.markdown_path, distill_markdown(report, plot_name=files.plot_path.name))
     plots.plot_distillation(report, files.plot_path)
     return files
+
+
+def write_evidence_report(report: EvidenceReport, directory: str | Path, *, stem: str = "report") -> ReportFiles:
+    """report.json and report.md in `directory` (created if missing); no plot."""
+    files = _files(directory, stem)
+    _write(files.json_path, report.model_dump_json(indent=2) + "\n")
+    _write(files.markdown_path, evidence_markdown(report))
+    return files
+
+
+def evidence_markdown(report: EvidenceReport) -> str:
+    r = report
+    rows = [
+        ("Dataset", r.dataset),
+        ("Student", r.student),
+        ("Library", f"{r.library} v{r.version}"),
+        ("Problems", f"{r.n_problems:,} × {r.samples} samples per arm"),
+        ("Accuracy with every lesson", f"{r.accuracy * 100:.1f} %"),
+        ("Answers", f"{r.calls:,}" + (f" ({r.failed_calls} failed)" if r.failed_calls else "")),
+        *_cost_rows(r.cost),
+    ]
+    lessons = [
+        (
+            m.id,
+            m.text,
+            f"{m.without_accuracy * 100:.1f} %",
+            f"{_pp(m.difference)}, [{_pp(m.interval.low)}, {_pp(m.interval.high)}]",
+            "removal helped" if m.flagged else "",
+        )
+        for m in r.lessons
+    ]
+    header = ("Id", "Lesson", "Accuracy without it", "Evidence (with − without), 95 % CI", "")
+    note = (
+        "A lesson's evidence is the mean over problems of the student's score with the whole version minus its score "
+        "with the version less that lesson; the interval is a percentile bootstrap over problems. Negative: the "
+        "student did better without it."
+    )
+    parts = [f"# Evidence: {r.library} v{r.version} on {r.dataset}", "", _table(("", ""), rows), "", "## Lessons", ""]
+    parts += [note, "", _table(header, lessons), "", f"_Generated {r.created_at:%Y-%m-%d %H:%M} UTC._", ""]
+    return "\n".join(parts)
 
 
 def eval_markdown(report: EvalReport, *, plot_name: str | None = "report.png") -> str:
@@ -81,6 +122,8 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
         ("Student", r.student),
         ("Teacher", r.teacher),
         ("Library", f"{r.library} v{final.version} ({final.items} items, {final.tokens:,} tokens)"),
+        *([("Served", f"v{r.served_version}")] if r.validation_problems else []),
+        *([("Validation", f"{r.validation_problems:,} problems held out")] if r.validation_problems else []),
         ("Budget", f"{r.token_budget:,} tokens / {r.max_items} items, compression: {r.compression}"),
         ("Epochs", f"{len(r.epochs)} of {r.epochs_planned} ({r.state})"),
         ("Rollouts per problem", str(r.rollouts_per_problem)),
@@ -102,48 +145,74 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
         "Items",
         "Tokens",
     )
-    epochs = [
-        (
-            "0 (start)",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            str(r.initial.version),
-            str(r.initial.items),
-            f"{r.initial.tokens:,}",
-        )
-    ]
+    validated = bool(r.validation_problems)
+    if validated:
+        header += ("Validation: served", "Validation: working", "Decision")
+    start = ("0 (start)", *[""] * 8, str(r.initial.version), str(r.initial.items), f"{r.initial.tokens:,}")
+    epochs = [start + ("", "", "") * validated]
     for e in r.epochs:
         accuracy = f"{e.accuracy * 100:.1f} % ({e.correct}/{e.rollouts})" if e.accuracy is not None else "–"
-        epochs.append(
-            (
-                str(e.epoch),
-                str(e.problems),
-                str(e.rollouts),
-                accuracy,
-                str(e.all_correct_groups),
-                str(e.critiques),
-                str(len(e.failures)),
-                str(e.conflicts),
-                str(e.compressions),
-                str(e.library.version),
-                str(e.library.items),
-                f"{e.library.tokens:,}",
-            )
+        row = (
+            str(e.epoch),
+            str(e.problems),
+            str(e.rollouts),
+            accuracy,
+            str(e.all_correct_groups),
+            str(e.critiques),
+            str(len(e.failures)),
+            str(e.conflicts),
+            str(e.compressions),
+            str(e.library.version),
+            str(e.library.items),
+            f"{e.library.tokens:,}",
         )
+        if validated:
+            last = e.validated
+            row += (
+                (_share(last.figures.served_accuracy), _share(last.figures.working_accuracy), last.decision)
+                if last
+                else ("", "", "")
+            )
+        epochs.append(row)
     parts = [f"# Distillation: {r.library} on {r.dataset}", "", _table(("", ""), rows), "", "## Per epoch", ""]
     parts += [_table(header, epochs), ""]
+    parts += _promotions(r)
     parts += _failures(r)
     parts += _cost_by_role(r.cost)
     if plot_name:
         parts += [f"![Rollout accuracy and library size per epoch]({plot_name})", ""]
     parts += [f"_Generated {r.created_at:%Y-%m-%d %H:%M} UTC._", ""]
     return "\n".join(parts)
+
+
+def _promotions(report: DistillReport) -> list[str]:
+    rows = [
+        (
+            str(e.epoch),
+            str(v.batches_done),
+            f"v{v.working_version}",
+            f"v{v.figures.served_version}",
+            _share(v.figures.working_accuracy),
+            _share(v.figures.served_accuracy),
+            f"{_pp(v.figures.difference)} [{_pp(v.figures.interval.low)}, {_pp(v.figures.interval.high)}]",
+            v.decision + (f" (back to v{v.continued_from})" if v.continued_from is not None else ""),
+        )
+        for e in report.epochs
+        for v in e.validations
+    ]
+    if not rows:
+        return []
+    note = (
+        "After each round the working version was promoted (served from then on) when its validation accuracy was "
+        "at least the served version's minus the margin, paired per problem; the interval is a 95 % percentile "
+        "bootstrap over problems. A refused version is not served."
+    )
+    header = ("Epoch", "After batch", "Working", "Served", "Working acc.", "Served acc.", "Difference", "Decision")
+    return ["## Promotions", "", note, "", _table(header, rows), ""]
+
+
+def _share(value: float) -> str:
+    return f"{value * 100:.1f} %"
 
 
 def _failures(report: DistillReport) -> list[str]:

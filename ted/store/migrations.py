@@ -199,4 +199,30 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE UNIQUE INDEX quarantine_pending ON quarantine (library_id, text) WHERE state = 'pending'
         """,
     ),
+    (
+        "served versions and their promotions, lessons' evidence, a job's validation set",
+        """
+        -- NULL: the library serves its working version (the newest), as every library did before.
+        ALTER TABLE libraries ADD COLUMN served_version INTEGER;
+
+        CREATE TABLE promotions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('promoted', 'refused')),
+            served_before INTEGER,
+            by TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            figures TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX promotions_by_library ON promotions (library_id, version);
+
+        -- A lesson's measured effect (`ted evidence`) as JSON, naming the text it was measured on.
+        ALTER TABLE experiences ADD COLUMN evidence TEXT;
+
+        -- Problems held out to decide promotions, never trained on.
+        ALTER TABLE jobs ADD COLUMN validation TEXT NOT NULL DEFAULT '[]'
+        """,
+    ),
 ]

@@ -5,6 +5,7 @@ MCP client sees them in the tool's input schema and a bad value is refused by py
 a message naming the field and the limit, before anything touches the database.
 """
 
+import hashlib
 import math
 import os
 from datetime import datetime
@@ -19,6 +20,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     computed_field,
+    model_validator,
 )
 
 from ted.errors import ConfigError, InvalidInput
@@ -39,7 +41,7 @@ LibraryName = Annotated[
     str,
     Field(
         pattern=r"^[a-z0-9_-]{1,64}$",
-        description="Library name, e.g. 'gsm8k'.",
+        description="e.g. 'gsm8k'.",
     ),
 ]
 _LIBRARY_NAME = TypeAdapter(LibraryName)
@@ -105,11 +107,13 @@ Flag = Annotated[bool, Strict()]
 
 
 Role = Literal["student", "teacher"]
+Selection = Literal["all", "relevant"]
+Priority = Literal["usage", "evidence"]
 
 
 class LibrarySettings(BaseModel):
-    token_budget: int = Field(4000, ge=50, le=200_000)
-    max_items: int = Field(15, ge=1, le=1000)
+    token_budget: int = Field(4000, ge=50, le=200_000, description="Tokens of the prompt served.")
+    max_items: int = Field(15, ge=1, le=1000, description="Lessons in the prompt served.")
     encoding: Literal["cl100k_base"] = "cl100k_base"
     student: GenerationSettings = Field(
         default_factory=GenerationSettings, description="How the student samples, unless a run says otherwise."
@@ -122,10 +126,91 @@ class LibrarySettings(BaseModel):
         description="Keep a lesson the gate refuses for what it says, unserved, for `ted review`, instead of "
         "dropping it.",
     )
+    selection: Selection = Field(
+        "all",
+        description="all: every lesson is served, the paper's prompt; relevant: the library keeps an archive and "
+        "each task is served the lessons that fit it, within the prompt's budget.",
+    )
+    archive_items: int = Field(100, ge=1, le=10_000, description="With selection=relevant: lessons the library keeps.")
+    archive_tokens: int = Field(
+        40_000, ge=50, le=2_000_000, description="With selection=relevant: tokens of all the lessons the library keeps."
+    )
+    priority: Priority = Field(
+        "usage",
+        description="How lessons rank for compression and selection: usage, the paper's log(1 + usage count); "
+        "evidence, their measured effect on accuracy (`ted evidence`).",
+    )
+
+    @model_validator(mode="after")
+    def _archive_holds_a_prompt(self) -> "LibrarySettings":
+        if self.selection == "relevant" and (
+            self.archive_items < self.max_items or self.archive_tokens < self.token_budget
+        ):
+            raise ValueError(
+                f"the archive ({self.archive_items} lessons, {self.archive_tokens} tokens) must hold at least one "
+                f"prompt's budget ({self.max_items} lessons, {self.token_budget} tokens)"
+            )
+        return self
+
+    @property
+    def kept_items(self) -> int:
+        """The most lessons the library keeps: the prompt's cap, or the archive's with selection=relevant."""
+        return self.archive_items if self.selection == "relevant" else self.max_items
+
+    @property
+    def kept_tokens(self) -> int:
+        """The most tokens all the library's lessons may count (the archive's with selection=relevant)."""
+        return self.archive_tokens if self.selection == "relevant" else self.token_budget
 
     def over_budget(self, items: int, tokens: int) -> bool:
-        """Whether a library of `items` lessons whose prompt counts `tokens` breaks this budget."""
+        """Whether a library of `items` lessons whose whole prompt counts `tokens` is over what it may keep."""
+        return items > self.kept_items or tokens > self.kept_tokens
+
+    def over_prompt_budget(self, items: int, tokens: int) -> bool:
+        """Whether a prompt of `items` lessons and `tokens` tokens is over what one task is served."""
         return items > self.max_items or tokens > self.token_budget
+
+
+class BootstrapInterval(BaseModel):
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    seed: int
+    method: str = "percentile bootstrap over problems (paired)"
+
+
+class LessonEffect(BaseModel):
+    """A lesson's measured effect, as `get_experiences` shows it."""
+
+    difference: float = Field(description="Accuracy with the lesson minus without it, on the same problems.")
+    low: float = Field(description="The 95 % bootstrap interval of `difference`.")
+    high: float
+    problems: int
+    flagged: bool = Field(description="Removing the lesson helped (difference below 0).")
+
+
+class LessonEvidence(LessonEffect):
+    """A lesson's evidence as stored with it: the measured effect and what it was measured on."""
+
+    version: int = Field(description="The library version measured.")
+    dataset: str
+    samples: int = Field(description="Answers per problem and arm.")
+    interval: BootstrapInterval
+    measured_at: datetime
+    text_sha: str = Field(description="The lesson's text when measured; a rewrite makes the evidence stale.")
+
+
+def text_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def priority_of(usage_count: int, evidence: LessonEffect | None, by: Priority) -> float:
+    """A lesson's priority by the library's setting: the paper's s(e) = log(1 + usage), or its
+    measured effect on accuracy (a lesson not measured counts as having none)."""
+    if by == "evidence":
+        return evidence.difference if evidence is not None else 0.0
+    return math.log1p(usage_count)
 
 
 class Experience(BaseModel):
@@ -139,18 +224,23 @@ class Experience(BaseModel):
     merged_into: str | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
     created_version: int
+    evidence: LessonEvidence | None = Field(None, description="Its measured effect (`ted evidence`), if measured.")
 
     @computed_field
     @property
     def priority(self) -> float:
-        """s(e) = log(1 + usage_count), the ranking compression uses."""
+        """s(e) = log(1 + usage_count), the paper's ranking."""
         return math.log1p(self.usage_count)
+
+    def ranked(self, by: Priority) -> float:
+        return priority_of(self.usage_count, self.evidence, by)
 
 
 class LibraryState(BaseModel):
     name: str
     settings: LibrarySettings
     version: int
+    served_version: int | None = Field(None, description="Null while the working version is what is served.")
     next_experience: int
     teacher_model: str | None
     student_model: str | None
@@ -212,7 +302,10 @@ class CitationsCounted(BaseModel):
     attempt_id: int
     counted_ids: list[str] = Field(description="Experiences whose usage count went up by one.")
     redirected: dict[str, str] = Field(description="Cited ids that were merged away → the id that was counted.")
-    unknown_ids: list[str] = Field(description="Cited ids that are not active in this library; not counted.")
+    unknown_ids: list[str] = Field(description="Cited ids that are not lessons of this library as served; not counted.")
+    not_served_ids: list[str] = Field(
+        default_factory=list, description="Cited lessons that were not served for this task; not counted."
+    )
     usage_counts: dict[str, int] = Field(description="Usage counts of the counted experiences after this attempt.")
 
 
@@ -328,6 +421,60 @@ class Quarantined(BaseModel):
     decided_at: datetime | None = None
 
 
+VersionChoice = Annotated[
+    Literal["served", "working"] | Version,
+    Field(description="served, working (the newest) or a version number."),
+]
+
+
+class ValidationFigures(BaseModel):
+    """What a promotion or refusal was decided on: the served and the working version answering the
+    same validation problems, the same number of times, paired per problem."""
+
+    problems: int
+    samples: int = Field(description="Answers per problem and version.")
+    served_version: int
+    served_accuracy: float
+    working_accuracy: float
+    difference: float = Field(description="Working minus served: the mean of the per-problem paired differences.")
+    interval: BootstrapInterval
+    margin: float = Field(description="Promoted when `difference` is at least minus this margin.")
+    failed_calls: int = Field(0, description="Answers that could not be had; any keeps a version from promotion.")
+
+    def describe(self) -> str:
+        ci = self.interval
+        failed = f", {self.failed_calls} answers failed" if self.failed_calls else ""
+        return (
+            f"working {self.working_accuracy:.1%} vs served v{self.served_version} {self.served_accuracy:.1%} on "
+            f"{self.problems} problems × {self.samples}: difference {self.difference:+.1%} (95% CI {ci.low:+.1%} "
+            f"to {ci.high:+.1%}), margin {self.margin:g}{failed}"
+        )
+
+
+Decision = Literal["promoted", "refused"]
+
+
+class Promotion(BaseModel):
+    """A decision about which version a library serves: who made it, when, on what figures."""
+
+    library: str
+    version: int = Field(description="The version promoted (now served) or refused (not served).")
+    decision: Decision
+    served_before: int | None = Field(description="The version served before; null when it was the working one.")
+    by: str = Field(description="Who decided: a job's id, `promote_version`, `ted promote`, `ted config`.")
+    reason: str
+    figures: ValidationFigures | None = Field(None, description="The validation behind it; null for a person's call.")
+    created_at: datetime
+
+
+class Promoted(BaseModel):
+    """The reply of `promote_version`: what the library serves now (the decision is in its history)."""
+
+    served_version: int
+    served_before: int | None = Field(description="The version served before; null when it was the working one.")
+    working_version: int
+
+
 class LibraryVersion(BaseModel):
     library: str
     version: int
@@ -336,6 +483,9 @@ class LibraryVersion(BaseModel):
     operations: list[Operation]
     snapshot: list[SnapshotItem]
     created_at: datetime
+    promotions: list[Promotion] = Field(
+        default_factory=list, description="Every promotion or refusal of this version, oldest first."
+    )
 
 
 class ExperienceItem(BaseModel):
@@ -347,13 +497,22 @@ class ExperienceItem(BaseModel):
     helpful_count: int
     harmful_count: int
     tokens: int
+    # A loose schema: the reply schema is loaded with every tools/list, and `ted evidence` says the shape.
+    evidence: Annotated[LessonEffect | None, WithJsonSchema({"type": ["object", "null"]})] = Field(
+        None, description="Its measured effect (difference, low, high, problems, flagged), if measured."
+    )
+
+    def ranked(self, by: Priority) -> float:
+        return priority_of(self.usage_count, self.evidence, by)
 
 
 class ExperiencePrompt(BaseModel):
     """The reply of `get_experiences`: what to prepend to the system prompt, and its state."""
 
     library: str
-    version: int = Field(description="Library version; 0 means the library is empty or does not exist yet.")
+    version: int = Field(description="The version these lessons are from; 0: the library is empty or does not exist.")
+    served_version: int = Field(0, description="The version the library serves by default.")
+    working_version: int = Field(0, description="The version critiques and distillations change (newest).")
     prompt: str = Field(description="Text to prepend to your system prompt; empty when there is nothing to apply.")
     # The item schema written out in place of a `$ref` into `$defs`: a client checks every reply
     # against this output schema (the Python SDK with jsonschema), and resolving the reference
@@ -379,12 +538,18 @@ class AttemptResult(CitationsCounted):
 
 class LibrarySummary(BaseModel):
     name: str
-    version: int
+    version: int = Field(description="The working version: the newest, which critiques and distillations change.")
+    served_version: int = Field(description="The version get_experiences serves by default.")
+    serves: Literal["working", "promoted"] = Field(
+        description="working: the working version is served as it changes; promoted: only a version promoted on "
+        "validation (or by hand) is."
+    )
     items: int
     tokens: int
     token_budget: int
     max_items: int
     over_budget: bool
+    flagged: int = Field(0, description="Lessons whose measured removal helped accuracy.")
     attempts: int
     updated_at: datetime
 

@@ -17,10 +17,10 @@ microseconds on the event loop, and it changes whenever any connection, in any p
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 import anyio
@@ -30,17 +30,20 @@ from ted.errors import Conflict, InvalidInput, NotFound, StoreError, invalid_inp
 from ted.gate import explain
 from ted.llm.base import GenerationSettings
 from ted.prompts import experience_prompt
-from ted.store import quarantine
+from ted.store import quarantine, serving
 from ted.store.database import connect, default_db_path, open_probe, timestamp
 from ted.store.operations import OperationWriter
 from ted.store.records import (
     AttemptRecord,
     ChangeResult,
     CitationsCounted,
+    Decision,
     Dropped,
     Experience,
     ExperienceItem,
     ExperiencePrompt,
+    LessonEffect,
+    LessonEvidence,
     LibraryDeleted,
     LibrarySettings,
     LibraryState,
@@ -48,11 +51,18 @@ from ted.store.records import (
     LibraryVersion,
     NewAttempt,
     Operation,
+    Priority,
+    Promotion,
     Quarantined,
+    Selection,
     SnapshotItem,
+    ValidationFigures,
+    VersionChoice,
     VersionKind,
+    text_sha,
 )
 from ted.store.screening import Refused, Reviewer, screen
+from ted.store.selection import LessonIndex, select
 from ted.tokens import count_tokens
 
 # Runs inside a change's transaction with the version it made (None when it made none).
@@ -66,8 +76,8 @@ MAX_RECENT_SOURCE_CHARS = 1_000_000
 # One statement, one trip to aiosqlite's thread: the library and its active lessons. A library
 # without active lessons still yields its own row, with NULL lesson columns.
 _PROMPT_SQL = (
-    "SELECT l.id, l.version, l.settings, e.id AS item_id, e.text, e.usage_count, e.helpful_count,"
-    " e.harmful_count, e.tokens FROM libraries l"
+    "SELECT l.id, l.name, l.version, l.served_version, l.settings, e.id AS item_id, e.text, e.usage_count,"
+    " e.helpful_count, e.harmful_count, e.tokens, e.evidence FROM libraries l"
     " LEFT JOIN experiences e ON e.library_id = l.id AND e.state = 'active'"
     " WHERE l.name = ? ORDER BY e.ordinal"
 )
@@ -87,8 +97,11 @@ class Store:
         # Commits through our own connection, counted: part of the cache key, so a local write
         # is never served stale even if the probe were to miss it.
         self._commits = 0
-        # library name → ((data_version, commits) seen before the read, the reply read).
-        self._replies: dict[str, tuple[tuple[int, int], ExperiencePrompt]] = {}
+        # (library name, version asked for) → ((data_version, commits) seen before the read, the
+        # whole version's reply and the library's settings).
+        self._replies: dict[tuple[str, Any], tuple[tuple[int, int], tuple[ExperiencePrompt, LibrarySettings]]] = {}
+        # Relevance of lessons to tasks, for libraries that choose lessons per task.
+        self.lessons = LessonIndex()
         # The guard model's review of lessons (`ted.guard.Guard`), when whoever opened the store
         # has models to offer; the rules of the gate apply without it.
         self.reviewer: Reviewer | None = None
@@ -157,11 +170,14 @@ class Store:
         async with db.execute(sql + " ORDER BY ordinal", (library_id,)) as cursor:
             return [_experience(row) for row in await cursor.fetchall()]
 
-    def _prompt(self, library: sqlite3.Row, items: Sequence[Experience | ExperienceItem]) -> tuple[str, int]:
-        key = (library["id"], library["version"])
+    def _prompt(
+        self, library_id: int, version: int, settings: LibrarySettings, items: Sequence[Experience | ExperienceItem]
+    ) -> tuple[str, int]:
+        """A version's whole prompt and its tokens (a version's text never changes, so it is kept)."""
+        key = (library_id, version)
         if key not in self._prompts:
             text = experience_prompt((e.id, e.text) for e in items)
-            self._prompts[key] = (text, count_tokens(text, _settings(library).encoding))
+            self._prompts[key] = (text, count_tokens(text, settings.encoding))
         return self._prompts[key]
 
     def _data_version(self) -> tuple[int, int] | None:
@@ -176,57 +192,67 @@ class Store:
             return None  # busy (timeout 0) or gone: read the tables instead
         return version, self._commits
 
-    async def experience_prompt(self, name: str) -> ExperiencePrompt:
-        """The library's prompt and items; an unknown library reads as empty.
+    async def experience_prompt(
+        self, name: str, version: VersionChoice = "served", task: str | None = None
+    ) -> ExperiencePrompt:
+        """A version's prompt and items (by default the served one); an unknown library reads as empty.
 
-        Each call gets its own copy, which the caller may change (`get_experiences` sets `task_id`).
+        A library with `selection="relevant"` serves the lessons that fit `task` (by priority when
+        there is none) within the prompt's budget. Each call gets its own copy, which the caller
+        may change (`get_experiences` sets `task_id`).
         """
+        reply, settings = await self.whole_prompt(name, version)
+        if settings.selection == "relevant":
+            chosen = select(reply.items, task, settings, self.lessons)
+            return reply.model_copy(
+                update={
+                    "items": chosen.lessons,
+                    "prompt": chosen.prompt,
+                    "tokens": chosen.tokens,
+                    "over_budget": settings.over_prompt_budget(len(chosen.lessons), chosen.tokens),
+                }
+            )
+        return reply
+
+    async def whole_prompt(
+        self, name: str, version: VersionChoice = "served"
+    ) -> tuple[ExperiencePrompt, LibrarySettings]:
+        """A version's prompt with every lesson it holds (no selection per task), and the library's
+        settings; an unknown library reads as empty. The reply is the caller's own copy."""
         # Checked before the read, so a commit racing with it can only make the entry look older
         # than what it holds (one extra read later), never newer.
         seen = self._data_version()
-        if seen is not None and (cached := self._replies.get(name)) is not None and cached[0] == seen:
-            reply = cached[1]
+        key = (name, version)
+        if seen is not None and (cached := self._replies.get(key)) is not None and cached[0] == seen:
+            reply, settings = cached[1]
         else:
-            async with self.reading() as db:
-                rows = await db.execute_fetchall(_PROMPT_SQL, (name,))
-            reply = self._reply(name, list(rows))
+            reply, settings = await self._read_prompt(name, version)
             if seen is not None:
                 if len(self._replies) >= MAX_CACHED_PROMPTS:
                     self._replies.clear()  # agents asking for many unknown names must not grow it
-                self._replies[name] = (seen, reply)
-        return reply.model_copy(update={"items": list(reply.items)})
+                self._replies[key] = (seen, (reply, settings))
+        return reply.model_copy(update={"items": list(reply.items)}), settings
 
-    def _reply(self, name: str, rows: list[sqlite3.Row]) -> ExperiencePrompt:
-        if not rows:
-            settings = LibrarySettings()
-            return ExperiencePrompt(
-                library=name,
-                version=0,
-                prompt="",
-                items=[],
-                tokens=0,
-                token_budget=settings.token_budget,
-                max_items=settings.max_items,
-                over_budget=False,
-            )
-        library = rows[0]
-        items = [
-            ExperienceItem(
-                id=row["item_id"],
-                text=row["text"],
-                usage_count=row["usage_count"],
-                helpful_count=row["helpful_count"],
-                harmful_count=row["harmful_count"],
-                tokens=row["tokens"],
-            )
-            for row in rows
-            if row["item_id"] is not None
-        ]
+    async def _read_prompt(self, name: str, version: VersionChoice) -> tuple[ExperiencePrompt, LibrarySettings]:
+        async with self.reading() as db:
+            rows = list(await db.execute_fetchall(_PROMPT_SQL, (name,)))
+            if not rows:
+                if isinstance(version, int) and version > 0:
+                    raise NotFound(f"There is no library named {name!r}, so no version {version} of it.")
+                return _empty_prompt(name), LibrarySettings()
+            library = rows[0]
+            wanted = {"working": library["version"], "served": serving.served(library)}.get(version, version)
+            if wanted == library["version"]:
+                items = [_item(row) for row in rows if row["item_id"] is not None]
+            else:
+                items = await self._items_at(db, library, wanted)
         settings = _settings(library)
-        text, tokens = self._prompt(library, items)
-        return ExperiencePrompt(
+        text, tokens = self._prompt(library["id"], wanted, settings, items)
+        reply = ExperiencePrompt(
             library=name,
-            version=library["version"],
+            version=wanted,
+            served_version=serving.served(library),
+            working_version=library["version"],
             prompt=text,
             items=items,
             tokens=tokens,
@@ -234,6 +260,19 @@ class Store:
             max_items=settings.max_items,
             over_budget=settings.over_budget(len(items), tokens),
         )
+        return reply, settings
+
+    async def _items_at(self, db: aiosqlite.Connection, library: sqlite3.Row, version: int) -> list[ExperienceItem]:
+        """A version's lessons, with the texts they had then and their counts now."""
+        past = await serving.snapshot(db, library, version)
+        async with db.execute(
+            "SELECT id AS item_id, text AS now, usage_count, helpful_count, harmful_count, tokens, evidence"
+            " FROM experiences WHERE library_id = ?",
+            (library["id"],),
+        ) as cursor:
+            rows = {row["item_id"]: row for row in await cursor.fetchall()}
+        encoding = _settings(library).encoding
+        return [_item(rows[i.id], text=i.text, tokens=_tokens_then(rows[i.id], i.text, encoding)) for i in past]
 
     async def experiences(self, name: str, active_only: bool = True) -> list[Experience]:
         async with self.reading() as db:
@@ -249,6 +288,7 @@ class Store:
             name=name,
             settings=_settings(library),
             version=library["version"],
+            served_version=library["served_version"],
             next_experience=library["next_experience"],
             teacher_model=library["teacher_model"],
             student_model=library["student_model"],
@@ -292,20 +332,30 @@ class Store:
         max_items: int | None = None,
         generation: dict[str, GenerationSettings] | None = None,
         quarantine: bool | None = None,
+        selection: Selection | None = None,
+        archive_items: int | None = None,
+        archive_tokens: int | None = None,
+        priority: Priority | None = None,
     ) -> LibraryState:
-        """Set a library's models, budget and per-role generation settings (creating it if needed);
-        None leaves a value as it is, and a role's settings are set field by field.
+        """Set a library's models, budget, per-role generation settings, how it chooses and ranks
+        lessons (creating it if needed); None leaves a value as it is, and a role's settings are set
+        field by field.
 
         Not a new version: the lessons are unchanged. The next compression applies a new budget.
         """
+        named = {
+            "token_budget": token_budget,
+            "max_items": max_items,
+            "selection": selection,
+            "archive_items": archive_items,
+            "archive_tokens": archive_tokens,
+            "priority": priority,
+            "quarantine": quarantine,
+        }
         async with self.transaction() as db:
             library = await self._ensure_library(db, name)
             current = _settings(library)
-            changes: dict[str, Any] = {
-                k: v
-                for k, v in (("token_budget", token_budget), ("max_items", max_items), ("quarantine", quarantine))
-                if v is not None
-            }
+            changes: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
             for role, given in (generation or {}).items():
                 changes[role] = given.over(getattr(current, role)).model_dump()
             try:
@@ -330,17 +380,20 @@ class Store:
             summaries = []
             for library in libraries:
                 items = await self._experiences(db, library["id"], active_only=True)
-                _, tokens = self._prompt(library, items)
                 settings = _settings(library)
+                _, tokens = self._prompt(library["id"], library["version"], settings, items)
                 summaries.append(
                     LibrarySummary(
                         name=library["name"],
                         version=library["version"],
+                        served_version=serving.served(library),
+                        serves="working" if library["served_version"] is None else "promoted",
                         items=len(items),
                         tokens=tokens,
                         token_budget=settings.token_budget,
                         max_items=settings.max_items,
                         over_budget=settings.over_budget(len(items), tokens),
+                        flagged=sum(e.evidence is not None and e.evidence.flagged for e in items),
                         attempts=library["attempts"],
                         updated_at=library["updated_at"],
                     )
@@ -348,25 +401,24 @@ class Store:
             return summaries
 
     async def history(self, name: str) -> list[LibraryVersion]:
+        """Every version, oldest first, each with its promotions and refusals."""
         async with self.reading() as db:
             library = await self._require_library(db, name)
             async with db.execute(
                 "SELECT * FROM library_versions WHERE library_id = ? ORDER BY version", (library["id"],)
             ) as cursor:
-                return [_version(name, row) for row in await cursor.fetchall()]
+                versions = [_version(name, row) for row in await cursor.fetchall()]
+            for decision in await serving.decisions(db, library):
+                versions[decision.version].promotions.append(decision)
+        return versions
 
     async def version(self, name: str, version: int) -> LibraryVersion:
+        """One version, with its promotions and refusals; NotFound when there is no such version."""
         async with self.reading() as db:
             library = await self._require_library(db, name)
-            async with db.execute(
-                "SELECT * FROM library_versions WHERE library_id = ? AND version = ?", (library["id"], version)
-            ) as cursor:
-                row = await cursor.fetchone()
-        if row is None:
-            raise NotFound(
-                f"Library {name!r} has no version {version}; its versions run from 0 to {library['version']}."
-            )
-        return _version(name, row)
+            past = _version(name, await serving.version_row(db, library, version))
+            past.promotions = await serving.decisions(db, library, version)
+        return past
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -533,8 +585,8 @@ class Store:
             library = await self._library_row(db, name)
             if not operations:
                 items = await self._experiences(db, library["id"], active_only=True)
-        _, tokens = self._prompt(library, items)
         settings = _settings(library)
+        _, tokens = self._prompt(library["id"], library["version"], settings, items)
         return ChangeResult(
             library=name,
             version=library["version"],
@@ -603,20 +655,84 @@ class Store:
         async with self.reading() as db:
             return await quarantine.get(db, quarantine_id)
 
-    async def record_attempt(self, name: str, attempt: NewAttempt, cited: Sequence[str]) -> CitationsCounted:
+    # ---- serving -------------------------------------------------------------------------
+
+    async def promote(
+        self,
+        name: str,
+        version: int,
+        *,
+        by: str,
+        reason: str,
+        decision: Decision = "promoted",
+        figures: ValidationFigures | None = None,
+        also: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None,
+    ) -> Promotion:
+        """Serve `version` from now on (or record that it was refused), with who, why and the figures.
+
+        A promotion pins the served version: from then on critiques change the working version
+        only. `also(db)` runs in the same transaction (a job's figures).
+        """
+        async with self.transaction() as db:
+            made = await serving.decide(db, name, version, decision, by=by, reason=reason, figures=figures)
+            if also is not None:
+                await also(db)
+        return made
+
+    async def serve(self, name: str, what: Literal["working", "promoted"], *, by: str) -> Promotion | None:
+        """Serve the working version as it changes, or pin the version served now (`ted config --serve`);
+        recorded as a promotion of the version then served. None when nothing changes."""
+        async with self.transaction() as db:
+            await self._ensure_library(db, name)
+            return await serving.serve(db, name, what, by=by)
+
+    async def promotions(self, name: str) -> list[Promotion]:
+        """Every promotion and refusal of the library, oldest first: the timeline of what it served."""
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            return await serving.decisions(db, library)
+
+    async def record_evidence(self, name: str, evidence: Mapping[str, LessonEvidence]) -> None:
+        """Keep each lesson's measured effect with it (replacing what an earlier measurement said)."""
+        async with self.transaction() as db:
+            library = await self._require_library(db, name)
+            await db.executemany(
+                "UPDATE experiences SET evidence = ? WHERE library_id = ? AND id = ?",
+                [(e.model_dump_json(), library["id"], id_) for id_, e in evidence.items()],
+            )
+
+    async def record_attempt(
+        self, name: str, attempt: NewAttempt, cited: Sequence[str], shown: Sequence[str] | None = None
+    ) -> CitationsCounted:
         """Store an attempt and count one use of each experience it cites, in one transaction.
 
-        A cited id that was merged away is counted for the experience it was merged into;
-        ids that resolve to no active experience are returned as unknown. `correct` in the
-        attempt, when not None, also moves the helpful/harmful counts of what was counted.
+        A lesson of the served version counts as itself; another cited id that was merged away
+        is counted for the experience it was merged into; ids that resolve to no lesson served
+        are returned as unknown. Only lessons served for the task count: `shown` when given (what
+        a job put in its student's prompt), else, for a library that chooses lessons per task,
+        those its served and working versions serve for it; the rest are returned as not served.
+        `correct` in the attempt, when not None, also moves the helpful/harmful counts of what
+        was counted.
         """
         a = attempt
         async with self.transaction() as db:
             library = await self._ensure_library(db, name)
-            counted: dict[str, str] = {}  # cited id → the active id that was counted
+            if shown is None and _settings(library).selection == "relevant":
+                shown = await self._served_for(db, library, a.task)
+            served_ids = (
+                set()  # the working version is served: its lessons are the active ones
+                if library["served_version"] in (None, library["version"])
+                else {i.id for i in await serving.snapshot(db, library, library["served_version"])}
+            )
+            counted: dict[str, str] = {}  # cited id → the id that was counted
             unknown: list[str] = []
+            not_served: list[str] = []
             for id_ in cited:
-                if (resolved := await _resolve(db, library["id"], id_)) is None:
+                if shown is not None and id_ not in shown:
+                    (not_served if await _exists(db, library["id"], id_) else unknown).append(id_)
+                elif id_ in served_ids:
+                    counted[id_] = id_
+                elif (resolved := await _resolve(db, library["id"], id_)) is None:
                     unknown.append(id_)
                 else:
                     counted[id_] = resolved
@@ -644,8 +760,23 @@ class Store:
             counted_ids=counted_ids,
             redirected={cited_id: to for cited_id, to in counted.items() if cited_id != to},
             unknown_ids=unknown,
+            not_served_ids=not_served,
             usage_counts=usage,
         )
+
+    async def _served_for(self, db: aiosqlite.Connection, library: sqlite3.Row, task: str) -> set[str]:
+        """The ids the served and the working version serve for `task` (selection per task)."""
+        settings = _settings(library)
+        ids: set[str] = set()
+        for version in {library["version"], serving.served(library)}:
+            chosen = select(await self._items_at(db, library, version), task, settings, self.lessons)
+            ids.update(i.id for i in chosen.lessons)
+        return ids
+
+
+async def _exists(db: aiosqlite.Connection, library_id: int, id_: str) -> bool:
+    async with db.execute("SELECT 1 FROM experiences WHERE library_id = ? AND id = ?", (library_id, id_)) as cursor:
+        return await cursor.fetchone() is not None
 
 
 async def _resolve(db: aiosqlite.Connection, library_id: int, id_: str) -> str | None:
@@ -673,11 +804,13 @@ def _check_budget(library: sqlite3.Row, items: Sequence[Experience]) -> None:
     tokens = count_tokens(experience_prompt((e.id, e.text) for e in items), settings.encoding)
     if settings.over_budget(len(items), tokens):
         name = library["name"]
+        relevant = settings.selection == "relevant"
+        flags = "--archive-items N --archive-tokens N" if relevant else "--max-items N --budget N"
         raise InvalidInput(
             f"This change would leave library {name!r} over its budget ({len(items)} lessons, cap "
-            f"{settings.max_items}; {tokens} tokens, budget {settings.token_budget}); nothing was applied. "
+            f"{settings.kept_items}; {tokens} tokens, budget {settings.kept_tokens}); nothing was applied. "
             f"Compress it first (compress_library), remove lessons, or raise the budget with "
-            f"`ted config {name} --max-items N --budget N`."
+            f"`ted config {name} {flags}`."
         )
 
 
@@ -722,8 +855,51 @@ def _attempt(row: sqlite3.Row) -> AttemptRecord:
 def _experience(row: sqlite3.Row) -> Experience:
     # sqlite3.Row iterates its values, not its keys: `.keys()` is needed here.
     return Experience(
-        **{k: row[k] for k in row.keys() if k not in ("library_id", "ordinal", "provenance")},
+        **{k: row[k] for k in row.keys() if k not in ("library_id", "ordinal", "provenance", "evidence")},
         provenance=json.loads(row["provenance"]),
+        evidence=_evidence(row["evidence"], row["text"]),
+    )
+
+
+def _evidence(stored: str | None, text: str) -> LessonEvidence | None:
+    """A lesson's stored evidence, unless it was measured on other words than the lesson has now."""
+    if stored is None:
+        return None
+    evidence = LessonEvidence.model_validate_json(stored)
+    return evidence if evidence.text_sha == text_sha(text) else None
+
+
+def _item(row: sqlite3.Row, *, text: str | None = None, tokens: int | None = None) -> ExperienceItem:
+    """A lesson as `get_experiences` shows it; `text` and `tokens` for a past version's wording."""
+    text = row["text"] if text is None else text
+    evidence = _evidence(row["evidence"], text)
+    return ExperienceItem(
+        id=row["item_id"],
+        text=text,
+        usage_count=row["usage_count"],
+        helpful_count=row["helpful_count"],
+        harmful_count=row["harmful_count"],
+        tokens=row["tokens"] if tokens is None else tokens,
+        evidence=evidence and LessonEffect.model_validate(evidence, from_attributes=True),
+    )
+
+
+def _tokens_then(row: sqlite3.Row, text: str, encoding: str) -> int | None:
+    """A past wording's token count; None when it is the wording the row has now (its count is kept)."""
+    return None if row["now"] == text else count_tokens(text, encoding)
+
+
+def _empty_prompt(name: str) -> ExperiencePrompt:
+    settings = LibrarySettings()
+    return ExperiencePrompt(
+        library=name,
+        version=0,
+        prompt="",
+        items=[],
+        tokens=0,
+        token_budget=settings.token_budget,
+        max_items=settings.max_items,
+        over_budget=False,
     )
 
 

@@ -1,7 +1,8 @@
 """Compression: keeping a library within its budget (tokens and item cap).
 
-The teacher strategy shows the teacher every lesson with its priority s(e) = log(1 + usage),
-its helpful/harmful counts and tokens, and asks for merge / rewrite / delete / retain. Its plan
+The teacher strategy shows the teacher every lesson with its priority (the paper's s(e) =
+log(1 + usage), or its measured evidence when the library ranks by evidence), its
+helpful/harmful counts and tokens, and asks for merge / rewrite / delete / retain. Its plan
 is validated (unknown ids, an id used twice, unsafe text: dropped and reported), then the
 resulting library is simulated exactly as the store will build it and counted with the real
 tokenizer; while it is still over budget the lowest-priority lesson is removed. The plan and
@@ -13,7 +14,6 @@ written, so a critique (or a batch of them) plans its compression before it writ
 `write_change` writes both as one version: no version is ever over budget.
 """
 
-import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
@@ -25,7 +25,7 @@ from ted.errors import ConfigError
 from ted.gate import normalise
 from ted.llm.base import Message, Model
 from ted.llm.structured import structured
-from ted.prompts import COMPRESS_SYSTEM, compress_prompt, experience_prompt
+from ted.prompts import compress_prompt, compress_system, experience_prompt
 from ted.store import Store
 from ted.store.records import (
     AddOp,
@@ -121,12 +121,11 @@ class Simulation:
         return self.state.settings.over_budget(len(self.items), self.tokens)
 
     def removal_order(self) -> list[Experience]:
-        # Lowest priority first; among equals the one that harmed more than it helped, then the
-        # oldest (a new lesson has had less chance to be cited than an old unused one).
-        return sorted(
-            self.items,
-            key=lambda i: (math.log1p(i.usage_count), i.helpful_count - i.harmful_count, int(i.id[1:])),
-        )
+        # Lowest priority first (by the library's setting: usage or evidence); among equals the one
+        # that harmed more than it helped, then the oldest (a new lesson has had less chance to be
+        # cited than an old unused one).
+        by = self.state.settings.priority
+        return sorted(self.items, key=lambda i: (i.ranked(by), i.helpful_count - i.harmful_count, int(i.id[1:])))
 
 
 def validate_plan(plan: CompressionPlan, state: LibraryState) -> tuple[list[Operation], list[Dropped]]:
@@ -230,8 +229,8 @@ class CompressionPlanned(BaseModel):
             items_after=len(after.items),
             tokens_before=before.tokens,
             tokens_after=after.tokens,
-            token_budget=self.state.settings.token_budget,
-            max_items=self.state.settings.max_items,
+            token_budget=self.state.settings.kept_tokens,
+            max_items=self.state.settings.kept_items,
             over_budget=after.over_budget,
         )
 
@@ -312,13 +311,14 @@ async def plan_compression(
         if state.experiences:  # an empty library has nothing to merge, and the call would be paid for
             simulation = Simulation(state)
             order = simulation.removal_order()  # lowest priority first, as the prompt says
-            items = [e.model_dump() for e in order]
-            tokens = simulation.tokens
+            by = state.settings.priority
+            items = [e.model_dump() | {"priority": e.ranked(by)} for e in order]
+            settings, tokens = state.settings, simulation.tokens
             plan, _ = await structured(
                 teacher,
-                [Message.user(compress_prompt(items, state.settings.token_budget, state.settings.max_items, tokens))],
+                [Message.user(compress_prompt(items, settings.kept_tokens, settings.kept_items, tokens))],
                 compression_reply([e.id for e in order]),
-                system=COMPRESS_SYSTEM,
+                system=compress_system(by),
             )
             planned, dropped = validate_plan(plan, state)
             if store is not None:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import anyio.to_thread
-from pydantic import BaseModel, WithJsonSchema
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from ted.errors import InvalidInput
 from ted.gate import normalise
@@ -108,7 +108,10 @@ class CritiqueResult(BaseModel):
     teacher_first_right: bool | None
     analysis: str
     diagnoses: dict[str, dict]
-    version: int
+    version: int = Field(description="The working version after the critique.")
+    served_version: int = Field(
+        description="The version agents are served: the working one, unless the library serves promoted versions."
+    )
     operations: AppliedOperations
     rejected: list[Dropped]
     # Shown as an object: its schema is compress_library's reply, which a client has already.
@@ -443,6 +446,7 @@ async def critique_task(
         analysis=reply.analysis,
         diagnoses={label: d.model_dump() for label, d in reply.diagnoses.items()},
         version=change.version if change else state.version,
+        served_version=state.served_version if state.served_version is not None else (change or state).version,
         operations=change.operations[: len(operations)] if change else [],
         rejected=rejected,
         compression=planned.result(dry_run=False, change=change) if planned else None,

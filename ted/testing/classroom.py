@@ -2,10 +2,13 @@
 
 The problems are arithmetic in three skills (addition, subtraction, multiplication). The
 student always adds correctly, and subtracts or multiplies correctly only once the library in
-its system prompt holds a lesson about that skill; the teacher solves, summarises, critiques
-(adding the missing skill's lesson) and compresses (dropping the least-used lesson). Every
-answer is a pure function of the request, so a run and a resumed run see the same replies,
-and the same script serves an in-process `ScriptedModel` and the HTTP `ModelServer`:
+its system prompt holds the helpful lesson about that skill (`LESSONS`). A harmful lesson
+(`HARMFUL`, a rounding shortcut) makes it wrong on that lesson's skill and on addition, whatever
+else the prompt holds. The teacher solves, summarises, critiques (proposing, for a wrong group,
+the lesson `teaches` names for its skill: the helpful one unless told otherwise) and compresses
+(dropping the least-used lesson). Every answer is a pure function of the request, so a run and a
+resumed run see the same replies, and the same script serves an in-process `ScriptedModel` and
+the HTTP `ModelServer`:
 
     classroom = Classroom()
     models = classroom.models()                         # name → ScriptedModel, for build_server
@@ -38,6 +41,13 @@ LESSONS = {
     "subtraction": "For subtraction, take the second number away from the first and check by adding it back.",
     "multiplication": "For multiplication, split the second factor into tens and units and add the partial products.",
     "addition": "For addition, line up the units before carrying.",
+}
+# Each spoils its own skill and addition ("the same shortcut works for sums").
+HARMFUL = {
+    "subtraction": "For subtraction, round both numbers to the nearest ten first; the same shortcut works for sums.",
+    "multiplication": "For multiplication, round both factors to the nearest ten first; the same shortcut works for "
+    "sums.",
+    "addition": "For addition, round both numbers to the nearest ten first.",
 }
 STEPS = {"Solution": "solve", "Summary": "summarise", "CritiqueReply": "critique", "CompressionPlan": "compress"}
 _QUESTION = re.compile(r"What is (\d+) ([-+*]) (\d+)\?")
@@ -73,19 +83,34 @@ def chain(label: str) -> dict[str, Any]:
     return {"premises": [f"the numbers of {label}"], "steps": [f"combine them ({label})"], "conclusion": "the result"}
 
 
-def problems(n: int, *, skills: str = "+-*") -> list[dict]:
-    """`n` problems cycling through the skills, with their answers: dataset items."""
+def problems(n: int, *, skills: str = "+-*", named: bool = False, first: int = 0) -> list[dict]:
+    """`n` problems cycling through the skills, with their answers: dataset items. `named` adds the
+    skill's name to the question ("What is 19 - 8? (subtraction)"); `first` starts at p<first>."""
     items = []
-    for i in range(n):
+    for i in range(first, first + n):
         op = skills[i % len(skills)]
         a, b = 12 + 7 * i, 3 + (5 * i) % 17
-        items.append({"id": f"p{i}", "question": f"What is {a} {op} {b}?", "answer": str(OPERATORS[op](a, b))})
+        question = f"What is {a} {op} {b}?" + (f" ({SKILLS[op]})" if named else "")
+        items.append({"id": f"p{i}", "question": question, "answer": str(OPERATORS[op](a, b))})
     return items
 
 
+def spoiled(text: str) -> set[str]:
+    """The skills the harmful lessons in `text` spoil: their own, and addition."""
+    skills = {skill for skill, lesson in HARMFUL.items() if lesson in text}
+    return skills | {"addition"} if skills else skills
+
+
 class Classroom:
-    def __init__(self, *, student: str = "scripted:student", teacher: str = "scripted:teacher"):
+    def __init__(
+        self,
+        *,
+        student: str = "scripted:student",
+        teacher: str = "scripted:teacher",
+        teaches: dict[str, str] | None = None,
+    ):
         self.student, self.teacher = student, teacher
+        self.teaches = {**LESSONS, **(teaches or {})}
 
     def reply(self, text: str, output: OutputSchema | None) -> str:
         """The answer to a request whose whole text (system prompt and messages) is `text`."""
@@ -101,7 +126,11 @@ class Classroom:
         if step == "solve":
             return json.dumps({"reasoning": f"Work it out: {a} {op} {b} = {right}.", "answer": str(right)})
         skill = SKILLS[op]
-        cited = re.search(rf"\[(E\d+)\] For {skill}", text)
+        if skill in spoiled(text):
+            shortcut = next(re.search(rf"\[(E\d+)\] {re.escape(h)}", text) for h in HARMFUL.values() if h in text)
+            cited = f" [{shortcut.group(1)}]" if shortcut else ""
+            return f"I round first{cited}: {a} {op} {b} is about {right + 1}.\nAnswer: {right + 1}"
+        cited = re.search(rf"\[(E\d+)\] {re.escape(LESSONS[skill])}", text)
         if skill == "addition" or cited:
             citation = f" [{cited.group(1)}]" if cited else ""
             return f"I apply the method{citation}: {a} {op} {b} = {right}.\nAnswer: {right}"
@@ -114,8 +143,8 @@ class Classroom:
             for label in required(schema, "diagnoses")
         }
         reply = {"analysis": f"The {skill} lesson exists.", "diagnoses": diagnoses, "operations": []}
-        if LESSONS[skill] not in text:
-            operation = {"op": "add", "text": LESSONS[skill], "rationale": f"The attempts got the {skill} wrong."}
+        if self.teaches[skill] not in text:
+            operation = {"op": "add", "text": self.teaches[skill], "rationale": f"The attempts got the {skill} wrong."}
             reply |= {"analysis": f"The student has no method for {skill}.", "operations": [operation]}
         return json.dumps(reply)
 
