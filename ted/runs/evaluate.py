@@ -4,7 +4,7 @@ Both arms see the same problems, the same number of samples and the same instruc
 only difference is the experience block. Evaluating reads the library and never changes it:
 no attempts are recorded and no usage is counted, so measuring a library does not move it.
 Every call is in the ledger under the evaluation's id (`eval-…`), which is where its cost
-comes from.
+comes from, and the report is kept under the same id (`ted.runs.evaluations`).
 """
 
 import uuid
@@ -17,6 +17,7 @@ from ted.errors import InvalidInput, ModelError
 from ted.ledger import Ledger
 from ted.llm.base import GenerationSettings, Model
 from ted.llm.capabilities import require_images
+from ted.runs import evaluations
 from ted.runs.datasets import Problem
 from ted.runs.report import EvalReport, PairedOutcome, evaluation_report
 from ted.runs.student import Question, grade_answers, read_tasks
@@ -79,14 +80,17 @@ async def evaluate(
         )
         for p in problems
     ]
-    return evaluation_report(
+    report = evaluation_report(
         outcomes,
         dataset=dataset,
         student=student.name,
         library=library,
         library_version=prompt.version,
+        report_id=eval_id,
         library_items=len(prompt.items),
         library_tokens=prompt.tokens,
         cost=await ledger.totals(job_id=eval_id),
         seed=seed,
     )
+    await evaluations.save(store, report)
+    return report

@@ -70,6 +70,7 @@ class EvalReport(BaseModel):
     """`ted eval`: the student with and without a library, on the same problems."""
 
     kind: Literal["evaluation"] = "evaluation"
+    id: str | None = Field(None, description="The evaluation's id (`eval-…`): its calls are in the ledger under it.")
     dataset: str
     student: str
     library: str
@@ -190,6 +191,7 @@ def evaluation_report(
     student: str,
     library: str,
     library_version: int,
+    report_id: str | None = None,
     library_items: int | None = None,
     library_tokens: int | None = None,
     cost: Sequence[RoleTotals] = (),
@@ -217,6 +219,7 @@ def evaluation_report(
     differences = [p.difference for p in pairs]
     counts = {len(p.with_library) for p in pairs} | {len(p.without_library) for p in pairs}
     return EvalReport(
+        id=report_id,
         dataset=dataset,
         student=student,
         library=library,

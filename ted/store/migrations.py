@@ -225,4 +225,34 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE jobs ADD COLUMN validation TEXT NOT NULL DEFAULT '[]'
         """,
     ),
+    (
+        "evaluation reports, kept so they can be listed and shown again",
+        """
+        CREATE TABLE evaluations (
+            id TEXT PRIMARY KEY,
+            library TEXT NOT NULL,
+            library_version INTEGER NOT NULL,
+            report TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX evaluations_by_time ON evaluations (created_at)
+        """,
+    ),
+    (
+        "lessons held for review: stored, never served until a person approves them",
+        """
+        CREATE TABLE held_lessons (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            text TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            provenance TEXT NOT NULL DEFAULT '{}',
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'approved', 'rejected')),
+            experience_id TEXT,
+            created_at TEXT NOT NULL,
+            decided_at TEXT
+        );
+        CREATE INDEX held_lessons_pending ON held_lessons (state, library_id)
+        """,
+    ),
 ]

@@ -488,6 +488,36 @@ class LibraryVersion(BaseModel):
     )
 
 
+class CritiqueRecord(BaseModel):
+    """A critique as it was recorded: the teacher's analysis and what became of its proposals."""
+
+    id: str
+    library: str
+    task_id: str
+    teacher: str
+    attempt_ids: list[int]
+    version: int | None = Field(description="The version its operations made; null when it changed nothing.")
+    analysis: str
+    proposed: list[dict[str, Any]] = Field(description="The operations the teacher proposed, as it sent them.")
+    rejected: list[dict[str, Any]] = Field(description="Proposals refused by the checks, each with its reason.")
+    job_id: str | None
+    created_at: datetime
+
+
+class HeldLesson(BaseModel):
+    """A lesson held back for a person to review: stored, never served until approved."""
+
+    id: int
+    library: str
+    text: str
+    reason: str = Field(description="Why it was held.")
+    provenance: dict[str, Any]
+    state: Literal["pending", "approved", "rejected"]
+    experience_id: str | None = Field(description="The lesson it became, once approved.")
+    created_at: datetime
+    decided_at: datetime | None
+
+
 class ExperienceItem(BaseModel):
     """One experience as an agent sees it in `get_experiences`."""
 

@@ -37,6 +37,7 @@ from ted.store.records import (
     AttemptRecord,
     ChangeResult,
     CitationsCounted,
+    CritiqueRecord,
     Decision,
     Dropped,
     Experience,
@@ -400,17 +401,55 @@ class Store:
                 )
             return summaries
 
-    async def history(self, name: str) -> list[LibraryVersion]:
-        """Every version, oldest first, each with its promotions and refusals."""
+    async def history(self, name: str, *, before: int | None = None, limit: int | None = None) -> list[LibraryVersion]:
+        """The library's versions, oldest first, each with its promotions and refusals; with `before` and
+        `limit`, the last `limit` versions below `before`."""
         async with self.reading() as db:
             library = await self._require_library(db, name)
             async with db.execute(
-                "SELECT * FROM library_versions WHERE library_id = ? ORDER BY version", (library["id"],)
+                "SELECT * FROM (SELECT * FROM library_versions WHERE library_id = ? AND version < ?"
+                " ORDER BY version DESC LIMIT ?) ORDER BY version",
+                (library["id"], library["version"] + 1 if before is None else before, -1 if limit is None else limit),
             ) as cursor:
-                versions = [_version(name, row) for row in await cursor.fetchall()]
+                versions = {row["version"]: _version(name, row) for row in await cursor.fetchall()}
             for decision in await serving.decisions(db, library):
-                versions[decision.version].promotions.append(decision)
-        return versions
+                if decision.version in versions:
+                    versions[decision.version].promotions.append(decision)
+        return list(versions.values())
+
+    async def critique(self, name: str, critique_id: str) -> CritiqueRecord:
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            async with db.execute(
+                "SELECT * FROM critiques WHERE library_id = ? AND id = ?", (library["id"], critique_id)
+            ) as cursor:
+                row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"Library {name!r} has no critique {critique_id!r}; a lesson's provenance names its own.")
+        reply = json.loads(row["reply"])
+        return CritiqueRecord(
+            id=row["id"],
+            library=name,
+            task_id=row["task_id"],
+            teacher=row["teacher"],
+            attempt_ids=json.loads(row["attempt_ids"]),
+            version=row["version"],
+            analysis=reply.get("analysis", ""),
+            proposed=reply.get("operations", []),
+            rejected=json.loads(row["rejected"]),
+            job_id=row["job_id"],
+            created_at=row["created_at"],
+        )
+
+    async def attempts_by_id(self, name: str, ids: Sequence[int]) -> list[AttemptRecord]:
+        """The library's attempts with these ids, in id order; ids it does not hold are left out."""
+        marks = ",".join("?" * len(ids))
+        async with self.reading() as db:
+            library = await self._require_library(db, name)
+            async with db.execute(
+                f"SELECT * FROM attempts WHERE library_id = ? AND id IN ({marks}) ORDER BY id", (library["id"], *ids)
+            ) as cursor:
+                return [_attempt(row) for row in await cursor.fetchall()]
 
     async def version(self, name: str, version: int) -> LibraryVersion:
         """One version, with its promotions and refusals; NotFound when there is no such version."""

@@ -1,0 +1,182 @@
+"""Who may reach the dashboard, and how a page that changes something proves it came from it.
+
+The rule is the HTTP transport's: on a loopback address only local programs can connect, so no
+token is needed, but the Host and Origin headers must name a local address (the MCP SDK's own
+check), or a web page could rebind its domain to 127.0.0.1 and read the dashboard. Anywhere
+else the server refuses to start without a bearer token, and every request must carry it:
+`Authorization: Bearer <token>`, or, for a browser that cannot send that header, the session
+cookie that posting the token to the login form sets (HttpOnly, SameSite=Strict, and not the
+token itself, so the cookie never opens /mcp).
+
+Approve and reject are POSTs that must carry the dashboard's form token (random per process,
+only readable by a page of the dashboard itself) and, when the browser sends them, an Origin
+equal to the dashboard's own and a Sec-Fetch-Site of same-origin: a page on another site can
+make a browser post a form, but it cannot read the token or forge those headers.
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from urllib.parse import parse_qs, quote, urlsplit
+
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ted.errors import ConfigError
+
+LOOPBACK_NAMES = {"localhost"}
+SESSION_COOKIE = "ted_ui_session"
+CSRF_FIELD = "csrf"
+LOGIN_PATH = "/login"
+MAX_FORM_BYTES = 16_384
+
+
+class MissingToken(ConfigError):
+    """Serving beyond loopback without a bearer token."""
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_token(host: str, token: str | None) -> None:
+    """Raise MissingToken when serving on `host` without a token would open the libraries to the network."""
+    if token is None and not is_loopback(host):
+        raise MissingToken(
+            f"Refusing to serve on {host} without a bearer token: anyone who can reach it could rewrite "
+            "your libraries. Set TED_HTTP_TOKEN or pass --token, or bind to 127.0.0.1."
+        )
+
+
+def bearer_matches(headers: Headers, token: str) -> bool:
+    """Whether the request carries `Authorization: Bearer <token>` (compared in constant time)."""
+    return hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {token}".encode())
+
+
+def _local_hosts(host: str) -> TransportSecuritySettings:
+    bound = f"[{host.strip('[]')}]" if ":" in host else host
+    names = dict.fromkeys([bound, "127.0.0.1", "localhost", "[::1]"])
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*" for name in names],
+        allowed_origins=[f"http://{name}:*" for name in names],
+    )
+
+
+class Access:
+    """ASGI middleware in front of the dashboard's pages: host check, token, login, form token."""
+
+    def __init__(self, app: ASGIApp, *, host: str, token: str | None):
+        require_token(host, token)
+        self.app, self.token = app, token
+        self.hosts = TransportSecurityMiddleware(_local_hosts(host)) if is_loopback(host) else None
+        # What the session cookie holds: derived from the token, so a leaked cookie is not the token.
+        self.session = hmac.new(token.encode(), b"ted-ui-session", hashlib.sha256).hexdigest() if token else None
+        self.form_token = secrets.token_urlsafe(32)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        body = b""
+        if scope["method"] == "POST":
+            # The dashboard's forms are a few fields; read the body here (bounded), once, and replay it.
+            if (body := await _bounded_body(receive)) is None:
+                return await PlainTextResponse("ted ui: form too large\n", 413)(scope, receive, send)
+            receive = _replay(body, receive)
+        refusal = await self._refusal(Request(scope, receive), body)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        scope.setdefault("state", {})["form_token"] = self.form_token
+        await self.app(scope, receive, send)
+
+    async def _refusal(self, request: Request, body: bytes) -> Response | None:
+        if self.hosts is not None and (refused := await self.hosts.validate_request(request)) is not None:
+            return refused
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        if path == LOGIN_PATH:
+            return self._login(request, body) if request.method == "POST" else None
+        if self.session is not None and not self._signed_in(request):
+            if request.method in ("GET", "HEAD"):
+                return RedirectResponse(f"{request.scope.get('root_path', '')}{LOGIN_PATH}?next={quote(path)}", 303)
+            return PlainTextResponse("ted ui: missing or wrong bearer token\n", 401, {"www-authenticate": "Bearer"})
+        if request.method == "POST" and (why := self._forged(request, body)) is not None:
+            return PlainTextResponse(f"ted ui: {why}\n", 403)
+        return None
+
+    def _signed_in(self, request: Request) -> bool:
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        return bearer_matches(request.headers, self.token) or hmac.compare_digest(cookie, self.session)
+
+    def _forged(self, request: Request, body: bytes) -> str | None:
+        """Why a POST is not from one of the dashboard's own pages, or None when it is."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            return "this form was sent from another site; use the dashboard's own page."
+        if request.headers.get("sec-fetch-site", "same-origin") != "same-origin":
+            return "this form was sent from another site; use the dashboard's own page."
+        sent = _form_field(body, CSRF_FIELD)
+        if not hmac.compare_digest(sent.encode(), self.form_token.encode()):
+            return "the page is out of date (the server restarted): reload it and try again."
+        return None
+
+    def _login(self, request: Request, body: bytes) -> Response:
+        root = request.scope.get("root_path", "")
+        target = _local_path(_form_field(body, "next")) or "/"
+        if self.session is None:
+            return RedirectResponse(root + target, 303)
+        if not hmac.compare_digest(_form_field(body, "token").encode(), self.token.encode()):
+            return RedirectResponse(f"{root}{LOGIN_PATH}?failed=1&next={quote(target)}", 303)
+        response = RedirectResponse(root + target, 303)
+        response.set_cookie(SESSION_COOKIE, self.session, httponly=True, samesite="strict", path=root or "/")
+        return response
+
+
+async def _bounded_body(receive: Receive) -> bytes | None:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return body
+        body += message.get("body", b"")
+        if len(body) > MAX_FORM_BYTES:
+            return None
+        if not message.get("more_body", False):
+            return body
+
+
+def _replay(body: bytes, then: Receive) -> Receive:
+    """A `receive` that gives the body already read, then whatever the client sends next (its disconnect)."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return await then()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _form_field(body: bytes, name: str) -> str:
+    try:
+        return parse_qs(body.decode(), max_num_fields=20).get(name, [""])[0]
+    except (UnicodeDecodeError, ValueError):
+        return ""
+
+
+def _local_path(path: str) -> str | None:
+    """`path` if it is a path on this site (no scheme, no host), else None: no open redirect."""
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return None
+    return path
