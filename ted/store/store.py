@@ -442,14 +442,15 @@ class Store:
         )
 
     async def attempts_by_id(self, name: str, ids: Sequence[int]) -> list[AttemptRecord]:
-        """The library's attempts with these ids, in id order; ids it does not hold are left out."""
+        """The library's attempts with these ids, in the order given; ids it does not hold are left out."""
         marks = ",".join("?" * len(ids))
         async with self.reading() as db:
             library = await self._require_library(db, name)
             async with db.execute(
-                f"SELECT * FROM attempts WHERE library_id = ? AND id IN ({marks}) ORDER BY id", (library["id"], *ids)
+                f"SELECT * FROM attempts WHERE library_id = ? AND id IN ({marks})", (library["id"], *ids)
             ) as cursor:
-                return [_attempt(row) for row in await cursor.fetchall()]
+                found = {row["id"]: _attempt(row) for row in await cursor.fetchall()}
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     async def version(self, name: str, version: int) -> LibraryVersion:
         """One version, with its promotions and refusals; NotFound when there is no such version."""

@@ -2,6 +2,7 @@
 size per epoch, the same series `ted.runs.plots` draws in report.png, but in the page itself, so
 they redraw with each refresh of a running job without a plotting library in the request."""
 
+import math
 from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
@@ -50,9 +51,14 @@ def line_chart(
     top: float,
     label: Callable[[float], str],
     limit: tuple[float, str] | None = None,
+    whole: bool = False,
 ) -> Chart:
-    """A chart of ys over the epochs xs, from 0 to `top` (or the largest value, if larger)."""
+    """A chart of ys over the epochs xs, from 0 to `top` (or the largest value, if larger), with
+    four steps of scale; `whole` numbers (lessons) get whole steps."""
     ceiling = max([top, *ys]) or 1.0
+    step = max(1, math.ceil(ceiling / 4)) if whole else ceiling / 4
+    if whole:
+        ceiling = step * math.ceil(ceiling / step)
     first, last = (min(xs), max(xs)) if xs else (0, 1)
     span = (last - first) or 1
 
@@ -69,7 +75,7 @@ def line_chart(
         summary=f"{title}: {summary}",
         points=points,
         x_ticks=[Tick(at=x(a), label=str(a)) for a in xs],
-        y_ticks=[Tick(at=y(ceiling * i / 4), label=label(ceiling * i / 4)) for i in range(5)],
+        y_ticks=[Tick(at=y(i * step), label=label(i * step)) for i in range(round(ceiling / step) + 1)],
         limit=Tick(at=y(limit[0]), label=limit[1]) if limit else None,
     )
 
@@ -94,6 +100,7 @@ def distillation(report: DistillReport) -> list[Chart]:
             top=report.max_items,
             label=lambda v: f"{v:.0f}",
             limit=(report.max_items, f"cap {report.max_items}"),
+            whole=True,
         ),
         line_chart(
             "Tokens",

@@ -237,5 +237,5 @@ def finished(status: JobStatus) -> bool:
 
 def provenance_items(provenance: dict[str, Any]) -> list[tuple[str, str]]:
     """A lesson's provenance as label/value pairs, for the fields the lesson page does not link."""
-    skip = {"critique_id", "attempt_ids", "merged_from"}
+    skip = {"critique_id", "attempt_ids", "merged_from", "epoch"}  # linked, or said 1-based in the origin
     return [(k.replace("_", " "), str(v)) for k, v in provenance.items() if k not in skip]
