@@ -99,8 +99,12 @@ async def test_eval_reports_what_the_classroom_implies(
     assert "](report.png)" in markdown
     assert (out_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # Measuring a library does not move it: no attempts, no usage counted, no new version.
-    assert without_ledger(dump_database(db_path))[0] == before
+    # Measuring a library does not move it: no attempts, no usage counted, no new version. The
+    # report is kept, under the id its calls have in the ledger, so it can be shown again.
+    after = without_ledger(dump_database(db_path))[0]
+    (kept,) = after.pop("evaluations")
+    assert before.pop("evaluations") == [] and after == before
+    assert (kept[0], kept[1], json.loads(kept[3])) == (report["id"], "arith", report)
 
 
 async def test_eval_refuses_what_it_cannot_measure(classroom, dataset, db_path, tmp_path, capsys):

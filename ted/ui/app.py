@@ -8,8 +8,7 @@ and job errors are untrusted, and are shown, never interpreted. The one script (
 refreshes a running job's figures with HTML the server renders, so there is one renderer.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -231,25 +230,24 @@ class Dashboard:
     """/ui to the dashboard, every other path to `other`; the dashboard's store open while the server runs."""
 
     def __init__(self, other: ASGIApp, *, host: str, token: str | None, store: Store | None, path: Path | None):
-        self.other, self.given, self.path = other, store, path
+        self.other, self.path = other, path
         self.pages = pages_app()
+        self.pages.state.store = store  # or, given a path, the store the lifespan opens
         site = Starlette(routes=[Mount(PREFIX, app=Access(self.pages, host=host, token=token))])
         self.site = _with_headers(site)
 
-    @asynccontextmanager
-    async def _open(self) -> AsyncIterator[Store]:
-        async with nullcontext(self.given) if self.given is not None else Store.open(self.path) as store:
-            self.pages.state.store = store
-            yield store
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        if scope["type"] == "lifespan" and self.pages.state.store is None:
             # Opened before the other app starts and closed after it stops.
-            async with self._open():
-                return await self.other(scope, receive, send)
+            async with Store.open(self.path) as store:
+                self.pages.state.store = store
+                try:
+                    return await self.other(scope, receive, send)
+                finally:
+                    self.pages.state.store = None
         path = scope.get("path", "")
-        target = self.site if path == PREFIX or path.startswith(PREFIX + "/") else self.other
-        await target(scope, receive, send)
+        under = path == PREFIX or path.startswith(PREFIX + "/")
+        await (self.site if under and scope["type"] == "http" else self.other)(scope, receive, send)
 
 
 def _with_headers(app: ASGIApp) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
