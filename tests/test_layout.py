@@ -107,3 +107,14 @@ def test_importing_stays_light(module):
     code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_installed_dashboard_has_every_template_and_static_file():
+    """Under a non-editable install (CI's `pip install .`) `ted.ui` is the installed copy: the
+    package data in pyproject.toml must ship every file the source tree has."""
+    from importlib.resources import files
+
+    installed = files("ted.ui")
+    for folder in ("templates", "static"):
+        names = sorted(p.name for p in (ROOT / "ted" / "ui" / folder).iterdir() if p.is_file())
+        assert names and all((installed / folder / name).is_file() for name in names), folder

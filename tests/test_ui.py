@@ -100,6 +100,8 @@ def ui(prepared: Prepared) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed: `apt-get install chromium` (the tests drive the system's browser)")
     with sync_playwright() as playwright:
         # Playwright gives every launch a fresh profile directory of its own.
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
