@@ -116,8 +116,11 @@ async def test_lesson_text_is_shown_never_interpreted(store):
     assert "<img src=x" not in page
 
 
-def test_ted_ui_off_loopback_without_a_token_refuses_to_start(db_path):
-    env = {k: v for k, v in os.environ.items() if k != "TED_HTTP_TOKEN"}
+@pytest.mark.parametrize("token", [None, ""], ids=["no token", "empty token"])
+def test_ted_ui_off_loopback_without_a_token_refuses_to_start(db_path, token):
+    env = {k: v for k, v in os.environ.items() if k != "TED_HTTP_TOKEN"} | (
+        {"TED_HTTP_TOKEN": token} if token is not None else {}
+    )
     command = [installed_command("ted"), "ui", "--db", str(db_path), "--host", "0.0.0.0", "--port", str(free_port())]
     run = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 1

@@ -25,5 +25,5 @@ async def get(store: Store, report_id: str) -> EvalReport:
     async with store.reading() as db, db.execute("SELECT report FROM evaluations WHERE id = ?", (report_id,)) as c:
         row = await c.fetchone()
     if row is None:
-        raise NotFound(f"There is no evaluation {report_id!r}; `ted eval` prints the id of each one it runs.")
+        raise NotFound(f"There is no evaluation {report_id!r}; the dashboard's reports page lists the ones kept.")
     return EvalReport.model_validate_json(row["report"])

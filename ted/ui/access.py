@@ -49,8 +49,9 @@ def is_loopback(host: str) -> bool:
 
 
 def require_token(host: str, token: str | None) -> None:
-    """Raise MissingToken when serving on `host` without a token would open the libraries to the network."""
-    if token is None and not is_loopback(host):
+    """Raise MissingToken when serving on `host` without a token would open the libraries to the network
+    (an empty token is no token)."""
+    if not token and not is_loopback(host):
         raise MissingToken(
             f"Refusing to serve on {host} without a bearer token: anyone who can reach it could rewrite "
             "your libraries. Set TED_HTTP_TOKEN or pass --token, or bind to 127.0.0.1."

@@ -123,15 +123,14 @@ async def jobs_page(request: Request) -> Response:
     return render(request, "jobs.html", rows=await pages.job_rows(_store(request), _ledger(request)))
 
 
-async def job_page(request: Request) -> Response:
-    page = await pages.job(_store(request), _ledger(request), request.path_params["job_id"])
-    return render(request, "job.html", page=page)
+def job_view(template: str) -> Callable[[Request], Awaitable[Response]]:
+    """A page of one job: the job itself, the part of it live.js refreshes, its report."""
 
+    async def view(request: Request) -> Response:
+        page = await pages.job(_store(request), _ledger(request), request.path_params["job_id"])
+        return render(request, template, page=page)
 
-async def job_live(request: Request) -> Response:
-    """The part of the job page that changes while it runs, for live.js to swap in."""
-    page = await pages.job(_store(request), _ledger(request), request.path_params["job_id"])
-    return render(request, "job_live.html", page=page)
+    return view
 
 
 async def reports_page(request: Request) -> Response:
@@ -141,11 +140,6 @@ async def reports_page(request: Request) -> Response:
 async def evaluation_page(request: Request) -> Response:
     report = await evaluations.get(_store(request), request.path_params["report_id"])
     return render(request, "evaluation.html", report=report)
-
-
-async def distillation_page(request: Request) -> Response:
-    page = await pages.job(_store(request), _ledger(request), request.path_params["job_id"])
-    return render(request, "distillation.html", page=page)
 
 
 async def evaluation_plot(request: Request) -> Response:
@@ -171,24 +165,23 @@ async def _png(plot: Callable, report) -> Response:
 
 
 async def review_page(request: Request) -> Response:
-    done = request.query_params.get("done", "")
-    return render(request, "review.html", held=await pages.held(_store(request)), done=done[:80])
+    # What was just decided is read back from the store, not echoed from the address.
+    decided, held_id = None, _number(request, "decided")
+    if held_id is not None:
+        decided = await review.held(_store(request), library_name(request.query_params.get("library", "")), held_id)
+    return render(request, "review.html", held=await review.pending(_store(request)), decided=decided)
 
 
-async def approve(request: Request) -> Response:
-    name, held_id = _name(request), request.path_params["held_id"]
-    change = await review.approve(_store(request), name, held_id)
-    return _reviewed(request, f"Approved: it is {change.operations[0].id} of {name}, in version {change.version}.")
+def decision(decide: Callable[[Store, str, int], Awaitable[object]]) -> Callable[[Request], Awaitable[Response]]:
+    """The POST that approves or rejects a held lesson (`review.approve` or `review.reject`)."""
 
+    async def view(request: Request) -> Response:
+        name, held_id = _name(request), request.path_params["held_id"]
+        await decide(_store(request), name, held_id)
+        query = urlencode({"decided": held_id, "library": name})
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/review?{query}", 303)
 
-async def reject(request: Request) -> Response:
-    name, held_id = _name(request), request.path_params["held_id"]
-    await review.reject(_store(request), name, held_id)
-    return _reviewed(request, f"Rejected held lesson {held_id} of {name}; it stays on record, unserved.")
-
-
-def _reviewed(request: Request, done: str) -> Response:
-    return RedirectResponse(f"{request.scope.get('root_path', '')}/review?{urlencode({'done': done})}", 303)
+    return view
 
 
 async def login_page(request: Request) -> Response:
@@ -210,16 +203,16 @@ def pages_app() -> Starlette:
         Route("/libraries/{name}/history", history_page),
         Route("/libraries/{name}/diff", diff_page),
         Route("/jobs", jobs_page),
-        Route("/jobs/{job_id}", job_page),
-        Route("/jobs/{job_id}/live", job_live),
-        Route("/jobs/{job_id}/report", distillation_page),
+        Route("/jobs/{job_id}", job_view("job.html")),
+        Route("/jobs/{job_id}/live", job_view("job_live.html")),
+        Route("/jobs/{job_id}/report", job_view("distillation.html")),
         Route("/jobs/{job_id}/report.png", distillation_plot),
         Route("/reports", reports_page),
         Route("/reports/{report_id}", evaluation_page),
         Route("/reports/{report_id}/report.png", evaluation_plot),
         Route("/review", review_page),
-        Route("/review/{name}/{held_id:int}/approve", approve, methods=["POST"]),
-        Route("/review/{name}/{held_id:int}/reject", reject, methods=["POST"]),
+        Route("/review/{name}/{held_id:int}/approve", decision(review.approve), methods=["POST"]),
+        Route("/review/{name}/{held_id:int}/reject", decision(review.reject), methods=["POST"]),
         Route("/login", login_page),
         Mount("/static", StaticFiles(packages=[("ted.ui", "static")]), name="static"),
     ]

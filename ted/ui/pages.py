@@ -25,7 +25,6 @@ from ted.store.records import (
     CritiqueRecord,
     Experience,
     ExperiencePrompt,
-    HeldLesson,
     LibraryState,
     LibrarySummary,
     LibraryVersion,
@@ -225,14 +224,6 @@ async def reports(store: Store) -> ReportsPage:
         evaluations=await evaluations.listed(store),
         distillations=[j for j in await jobs.listed(store) if j.state in FINISHED],
     )
-
-
-async def held(store: Store) -> list[HeldLesson]:
-    return await review.pending(store)
-
-
-def finished(status: JobStatus) -> bool:
-    return status.state in FINISHED
 
 
 def provenance_items(provenance: dict[str, Any]) -> list[tuple[str, str]]:
