@@ -97,7 +97,7 @@ async def test_bad_addresses_get_a_page_that_says_what_to_fix(store):
         for path, status, says in (
             ("/ui/libraries/No%20Such", 400, "Library name 'No Such' is invalid"),
             ("/ui/libraries/nope", 404, "There is no library named 'nope'"),
-            ("/ui/libraries/lib/diff?from=abc", 400, "from must be a version number"),
+            ("/ui/libraries/lib/diff?from=abc", 400, "from must be a whole number"),
             ("/ui/libraries/lib/diff?from=0&to=99", 404, "has no version 99"),
             ("/ui/libraries/lib/lessons/E9", 404, "has no lesson 'E9'"),
             ("/ui/jobs/job-nope", 404, "There is no job 'job-nope'"),
@@ -150,3 +150,18 @@ def test_off_loopback_every_ui_route_needs_the_token_and_a_browser_signs_in(db_p
             # The session cookie opens the dashboard only: /mcp still wants the bearer token.
             listed = http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
             assert listed.status_code == 401
+
+
+async def test_a_long_history_is_paged_newest_first(store):
+    for n in range(119):
+        await agent.add_experience(store, "long", f"Lesson {n}: check each step of the arithmetic once.")
+    async with client(store) as http:
+        first = (await http.get("/ui/libraries/long/history")).text
+        versions = [int(v) for v in re.findall(r'data-version="(\d+)"', first)]
+        assert versions == list(range(119, 69, -1))
+        assert 'history?before=70">Older versions' in first and "Newer versions" not in first
+        second = (await http.get("/ui/libraries/long/history?before=70")).text
+        assert [int(v) for v in re.findall(r'data-version="(\d+)"', second)] == list(range(69, 19, -1))
+        assert 'long/history">Newer versions' in second and 'history?before=20">Older' in second
+        last = (await http.get("/ui/libraries/long/history?before=20")).text
+        assert re.findall(r'data-version="(\d+)"', last)[-1] == "0" and "Older versions" not in last

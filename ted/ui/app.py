@@ -8,6 +8,7 @@ and job errors are untrusted, and are shown, never interpreted. The one script (
 refreshes a running job's figures with HTML the server renders, so there is one renderer.
 """
 
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ted.errors import InvalidInput, NotFound, TedError
 from ted.ledger import Ledger
+from ted.pricing import format_cost
 from ted.runs import evaluations, jobs, plots
 from ted.runs.report import distill_report
 from ted.store import Store, review
@@ -53,12 +55,7 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f} %"
 
 
-def _dollars(value: float | None) -> str:
-    # Unknown, not $0: a model missing from the price table has no price.
-    return "unknown" if value is None else f"${value:,.4f}"
-
-
-ENV.filters.update(when=_when, percent=_percent, dollars=_dollars)
+ENV.filters.update(when=_when, percent=_percent, cost=format_cost)
 ENV.globals.update(csrf_field=CSRF_FIELD, provenance_items=pages.provenance_items)
 
 
@@ -91,7 +88,7 @@ def _number(request: Request, key: str, default: int | None = None) -> int | Non
     try:
         return int(value)
     except ValueError:
-        raise InvalidInput(f"{key} must be a version number such as 3, not {value[:40]!r}.") from None
+        raise InvalidInput(f"{key} must be a whole number such as 3, not {value[:40]!r}.") from None
 
 
 async def libraries_page(request: Request) -> Response:
@@ -113,10 +110,8 @@ async def history_page(request: Request) -> Response:
 
 
 async def diff_page(request: Request) -> Response:
-    name = _name(request)
-    latest = (await _store(request).library_state(name)).version
-    a, b = _number(request, "from", max(latest - 1, 0)), _number(request, "to", latest)
-    return render(request, "diff.html", page=await pages.diff(_store(request), name, a, b))
+    a, b = _number(request, "from"), _number(request, "to")
+    return render(request, "diff.html", page=await pages.diff(_store(request), _name(request), a, b))
 
 
 async def jobs_page(request: Request) -> Response:
@@ -156,8 +151,6 @@ async def _png(plot: Callable, report) -> Response:
     """The report's plot, drawn as `ted eval` / `ted distill` draw report.png (off the event loop)."""
 
     def draw() -> bytes:
-        import tempfile
-
         with tempfile.TemporaryDirectory() as folder:
             return plot(report, Path(folder) / "report.png").read_bytes()
 

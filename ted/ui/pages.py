@@ -186,9 +186,11 @@ async def history(store: Store, name: str, before: int | None) -> HistoryPage:
     )
 
 
-async def diff(store: Store, name: str, a: int, b: int) -> DiffPage:
-    d = await agent.diff(store, name, a, b)
+async def diff(store: Store, name: str, a: int | None, b: int | None) -> DiffPage:
+    """Version `a` against `b`; by default, what the latest version changed."""
     latest = (await store.library_state(name)).version
+    b = latest if b is None else b
+    d = await agent.diff(store, name, max(b - 1, 0) if a is None else a, b)
     return DiffPage(diff=d, latest=latest, changed=[(c.id, words(c.before, c.after)) for c in d.changed])
 
 
