@@ -79,7 +79,7 @@ async def build(path: Path, versions: int, attempts: int, console: Console) -> d
         )
         await evaluations.save(store, report)
         for n in range(5):
-            await review.hold(store, LIBRARY, f"A held lesson number {n} about units.", "unsure", {"source": "bench"})
+            await review.hold(store, LIBRARY, f"A held lesson number {n} about units.", "unsure", "bench")
     console.print(f"built {path} in {time.perf_counter() - started:.0f} s", markup=False)
     return {"job": job_id, "evaluation": report.id}
 

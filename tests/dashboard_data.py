@@ -50,9 +50,7 @@ async def prepare(path: Path, base_url: str) -> Prepared:
         assert job.state == "done", job.error
         student = models("local:student")
         report = await evaluate(store, ledger, student, LIBRARY, data.problems, dataset="classroom-6")
-        held = await review.hold(
-            store, LIBRARY, HELD_TEXT, "mentions a rule the checks could not judge", {"source": "critique"}
-        )
+        held = await review.hold(store, LIBRARY, HELD_TEXT, "mentions a rule the checks could not judge", "critique")
         for model in {models("local:student"), models("local:teacher")}:
             await model.aclose()
     return Prepared(path=path, job_id=job.id, evaluation_id=report.id, held_id=held.id)

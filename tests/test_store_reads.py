@@ -60,49 +60,47 @@ async def test_a_lesson_leads_to_its_critique_and_attempts(store, db_path):
 
 async def test_a_held_lesson_is_never_served_until_approved(store):
     await agent.add_experience(store, "lib", "Estimate the size of the answer first.")
-    held = await review.hold(store, "lib", "Check the units of the answer.", "unsure", {"source": "critique"})
-    assert (held.state, held.library, held.reason) == ("pending", "lib", "unsure")
+    held = await review.hold(store, "lib", "Check the units of the answer.", "unsure", "critique")
+    assert (held.state, held.library, held.reason, held.source) == ("pending", "lib", "unsure", "critique")
     assert "Check the units" not in (await store.experience_prompt("lib")).prompt
-    assert [h.id for h in await review.pending(store)] == [held.id]
-    assert await review.pending(store, "other") == []
+    assert [h.id for h in await review.quarantined(store)] == [held.id]
+    assert await review.quarantined(store, "other") == []
 
-    change = await review.approve(store, "lib", held.id)
-    (op,) = change.operations
-    assert (change.version, op.id, op.provenance["approved_from"]) == (2, "E2", held.id)
+    approved = await review.decide(store, held.id, approve=True)
+    assert (approved.state, approved.version) == ("approved", 2) and approved.decided_at is not None
     assert "[E2] Check the units of the answer." in (await store.experience_prompt("lib")).prompt
-    decided = await review.held(store, "lib", held.id)
-    assert (decided.state, decided.experience_id) == ("approved", "E2") and decided.decided_at is not None
-    assert await review.pending(store) == []
+    (lesson,) = [e for e in await store.experiences("lib") if e.id == "E2"]
+    assert lesson.provenance == {"source": "critique", "held": "unsure", "approved": held.id}
+    assert await review.quarantined(store) == []
+    assert [h.state for h in await review.quarantined(store, pending_only=False)] == ["approved"]
 
 
 async def test_rejecting_keeps_the_lesson_on_record_and_deciding_twice_changes_nothing(store, db_path):
-    held = await review.hold(store, "lib", "Check the units of the answer.", "unsure", {})
-    rejected = await review.reject(store, "lib", held.id)
-    assert rejected.state == "rejected" and rejected.experience_id is None
+    held = await review.hold(store, "lib", "Check the units of the answer.", "unsure", "critique")
+    rejected = await review.decide(store, held.id, approve=False)
+    assert rejected.state == "rejected" and rejected.version is None
     before = dump_database(db_path)
-    for decide in (review.approve, review.reject):
+    for approve in (True, False):
         with pytest.raises(InvalidInput, match="was rejected already; nothing was changed"):
-            await decide(store, "lib", held.id)
-    with pytest.raises(NotFound, match="holds no lesson 99"):
-        await review.approve(store, "lib", 99)
-    with pytest.raises(NotFound, match="holds no lesson"):
-        await review.approve(store, "other", held.id)  # the id of another library's lesson
+            await review.decide(store, held.id, approve=approve)
+    with pytest.raises(NotFound, match="no held lesson 99"):
+        await review.decide(store, 99, approve=True)
     assert dump_database(db_path) == before
 
 
 async def test_two_people_approving_at_once_add_the_lesson_once(db_path):
     async with Store.open(db_path) as first, Store.open(db_path) as second:
-        held = await review.hold(first, "lib", "Check the units of the answer.", "unsure", {})
+        held = await review.hold(first, "lib", "Check the units of the answer.", "unsure", "critique")
         outcomes = []
 
         async def approve(store: Store) -> None:
             try:
-                outcomes.append(await review.approve(store, "lib", held.id))
+                outcomes.append(await review.decide(store, held.id, approve=True))
             except InvalidInput as e:
                 outcomes.append(e)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(approve, first)
             tg.start_soon(approve, second)
-        assert sorted(type(o).__name__ for o in outcomes) == ["ChangeResult", "InvalidInput"]
+        assert sorted(type(o).__name__ for o in outcomes) == ["HeldLesson", "InvalidInput"]
         assert [e.text for e in await first.experiences("lib")] == ["Check the units of the answer."]

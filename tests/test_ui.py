@@ -137,7 +137,7 @@ def cell(row, figure: str) -> str:
 def test_libraries_page_shows_the_stores_figures(page: Page, ui: str, prepared: Prepared, screenshots: Path):
     page.goto(ui + "/")
     summary = next(s for s in read(prepared.path, lambda s, _: s.list_libraries()) if s.name == LIBRARY)
-    held = len(read(prepared.path, lambda s, _: review.pending(s, LIBRARY)))
+    held = len(read(prepared.path, lambda s, _: review.quarantined(s, LIBRARY)))
     row = page.locator(f'tr[data-library="{LIBRARY}"]')
     assert cell(row, "items") == f"{summary.items} / {summary.max_items}"
     assert cell(row, "tokens") == f"{summary.tokens:,} / {summary.token_budget:,}"
@@ -256,7 +256,7 @@ def test_jobs_job_and_reports_show_the_stores_figures(page: Page, ui: str, prepa
 
 
 def test_a_held_lesson_is_approved_with_the_keyboard(page: Page, ui: str, prepared: Prepared, screenshots: Path):
-    rejected = read(prepared.path, lambda s, _: review.hold(s, LIBRARY, "Always guess 7.", "suspicious", {}))
+    rejected = read(prepared.path, lambda s, _: review.hold(s, LIBRARY, "Always guess 7.", "suspicious", "manual"))
     before = read(prepared.path, lambda s, _: s.library_state(LIBRARY))
     page.goto(f"{ui}/review")
     page.screenshot(path=screenshots / "review.png", full_page=True)
@@ -273,13 +273,13 @@ def test_a_held_lesson_is_approved_with_the_keyboard(page: Page, ui: str, prepar
     expect(page.locator("#done")).to_contain_text("Approved")
     after = read(prepared.path, lambda s, _: s.library_state(LIBRARY))
     added = [e for e in after.experiences if e.text.startswith("When a question gives a total")]
-    assert after.version == before.version + 1 and len(added) == 1
-    assert added[0].id in page.locator("#done").inner_text()
-    assert added[0].provenance["approved_from"] == prepared.held_id
+    assert after.version == before.version + 1 and len(added) == 1 and added[0].created_version == after.version
+    assert f"in version {after.version}" in page.locator("#done").inner_text()
+    assert added[0].provenance["approved"] == prepared.held_id
 
     page.locator(f'[data-held="{rejected.id}"]').get_by_role("button", name="Reject").click()
     expect(page.locator("#done")).to_contain_text("Rejected")
-    assert read(prepared.path, lambda s, _: review.pending(s, LIBRARY)) == []
+    assert read(prepared.path, lambda s, _: review.quarantined(s, LIBRARY)) == []
     assert read(prepared.path, lambda s, _: s.library_state(LIBRARY)).version == after.version
     expect(page.locator("#nothing-held")).to_be_visible()
 

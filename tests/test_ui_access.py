@@ -26,7 +26,7 @@ LOCAL = "http://127.0.0.1:8766"
 async def store(db_path: Path):
     async with Store.open(db_path) as opened:
         await agent.add_experience(opened, "lib", "Name the unknown before writing any equation.")
-        await review.hold(opened, "lib", "Check the units of the answer.", "unsure", {})
+        await review.hold(opened, "lib", "Check the units of the answer.", "unsure", "critique")
         yield opened
 
 
@@ -60,7 +60,7 @@ async def test_a_form_posted_from_another_site_changes_nothing(store, db_path):
     async with client(store) as http:
         token = form_token((await http.get("/ui/review")).text)
         before = dump_database(db_path)
-        url = "/ui/review/lib/1/approve"
+        url = "/ui/review/1/approve"
         for headers, data in (
             ({}, {}),  # no form token
             ({}, {"csrf": "guessed"}),
@@ -75,20 +75,21 @@ async def test_a_form_posted_from_another_site_changes_nothing(store, db_path):
             url, data={"csrf": token}, headers={"origin": LOCAL, "sec-fetch-site": "same-origin"}
         )
         assert response.status_code == 303
-    assert (await review.held(store, "lib", 1)).state == "approved"
+    assert (await review.held(store, 1)).state == "approved"
     assert "Check the units of the answer." in (await store.experience_prompt("lib")).prompt
 
 
 async def test_deciding_twice_or_an_unknown_lesson_is_a_clear_error(store, db_path):
     async with client(store) as http:
         token = form_token((await http.get("/ui/review")).text)
-        assert (await http.post("/ui/review/lib/1/reject", data={"csrf": token})).status_code == 303
+        assert (await http.post("/ui/review/1/reject", data={"csrf": token})).status_code == 303
         before = dump_database(db_path)
-        again = await http.post("/ui/review/lib/1/approve", data={"csrf": token})
+        again = await http.post("/ui/review/1/approve", data={"csrf": token})
         assert again.status_code == 400 and "was rejected already" in again.text
-        missing = await http.post("/ui/review/lib/99/approve", data={"csrf": token})
-        assert missing.status_code == 404 and "holds no lesson 99" in missing.text
-        assert (await http.post("/ui/review/lib/1/approve", content=b"csrf=" + b"x" * 20_000)).status_code == 413
+        missing = await http.post("/ui/review/99/approve", data={"csrf": token})
+        assert missing.status_code == 404 and "no held lesson 99" in missing.text
+        assert (await http.post("/ui/review/1/approve", content=b"csrf=" + b"x" * 20_000)).status_code == 413
+        assert (await http.get("/ui/review?decided=x")).status_code == 400
         assert dump_database(db_path) == before
 
 
@@ -109,7 +110,7 @@ async def test_bad_addresses_get_a_page_that_says_what_to_fix(store):
 
 
 async def test_lesson_text_is_shown_never_interpreted(store):
-    await review.hold(store, "lib", '<script>alert(1)</script><img src=x onerror="alert(2)">', "markup", {})
+    await review.hold(store, "lib", '<script>alert(1)</script><img src=x onerror="alert(2)">', "markup", "critique")
     async with client(store) as http:
         page = (await http.get("/ui/review")).text
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -135,7 +136,7 @@ def test_off_loopback_every_ui_route_needs_the_token_and_a_browser_signs_in(db_p
             for path in ("/", "/static/style.css", "/jobs", "/review"):
                 response = http.get(ui + path)
                 assert response.status_code == 303 and response.headers["location"].startswith("/ui/login?next=")
-            assert http.post(ui + "/review/lib/1/approve", data={"csrf": "x"}).status_code == 401
+            assert http.post(ui + "/review/1/approve", data={"csrf": "x"}).status_code == 401
             assert http.get(ui + "/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
             assert http.get(ui + "/login").status_code == 200  # the sign-in form itself is open
 

@@ -246,9 +246,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
             text TEXT NOT NULL,
             reason TEXT NOT NULL,
-            provenance TEXT NOT NULL DEFAULT '{}',
+            source TEXT NOT NULL,
             state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'approved', 'rejected')),
-            experience_id TEXT,
+            version INTEGER,
             created_at TEXT NOT NULL,
             decided_at TEXT
         );

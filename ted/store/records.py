@@ -511,11 +511,11 @@ class HeldLesson(BaseModel):
     library: str
     text: str
     reason: str = Field(description="Why it was held.")
-    provenance: dict[str, Any]
+    source: str = Field(description="What proposed it: critique, distill, manual, import…")
     state: Literal["pending", "approved", "rejected"]
-    experience_id: str | None = Field(description="The lesson it became, once approved.")
+    version: int | None = Field(None, description="The library version its approval made.")
     created_at: datetime
-    decided_at: datetime | None
+    decided_at: datetime | None = None
 
 
 class ExperienceItem(BaseModel):

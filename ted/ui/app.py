@@ -12,7 +12,6 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlencode
 
 import anyio
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -159,20 +158,21 @@ async def _png(plot: Callable, report) -> Response:
 
 async def review_page(request: Request) -> Response:
     # What was just decided is read back from the store, not echoed from the address.
-    decided, held_id = None, _number(request, "decided")
-    if held_id is not None:
-        decided = await review.held(_store(request), library_name(request.query_params.get("library", "")), held_id)
-    return render(request, "review.html", held=await review.pending(_store(request)), decided=decided)
+    decided = _number(request, "decided")
+    return render(
+        request,
+        "review.html",
+        held=await review.quarantined(_store(request)),
+        decided=await review.held(_store(request), decided) if decided is not None else None,
+    )
 
 
-def decision(decide: Callable[[Store, str, int], Awaitable[object]]) -> Callable[[Request], Awaitable[Response]]:
-    """The POST that approves or rejects a held lesson (`review.approve` or `review.reject`)."""
+def decision(approve: bool) -> Callable[[Request], Awaitable[Response]]:
+    """The POST that approves or rejects a held lesson."""
 
     async def view(request: Request) -> Response:
-        name, held_id = _name(request), request.path_params["held_id"]
-        await decide(_store(request), name, held_id)
-        query = urlencode({"decided": held_id, "library": name})
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/review?{query}", 303)
+        held = await review.decide(_store(request), request.path_params["held_id"], approve=approve)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/review?decided={held.id}", 303)
 
     return view
 
@@ -204,8 +204,8 @@ def pages_app() -> Starlette:
         Route("/reports/{report_id}", evaluation_page),
         Route("/reports/{report_id}/report.png", evaluation_plot),
         Route("/review", review_page),
-        Route("/review/{name}/{held_id:int}/approve", decision(review.approve), methods=["POST"]),
-        Route("/review/{name}/{held_id:int}/reject", decision(review.reject), methods=["POST"]),
+        Route("/review/{held_id:int}/approve", decision(approve=True), methods=["POST"]),
+        Route("/review/{held_id:int}/reject", decision(approve=False), methods=["POST"]),
         Route("/login", login_page),
         Mount("/static", StaticFiles(packages=[("ted.ui", "static")]), name="static"),
     ]

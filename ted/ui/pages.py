@@ -131,7 +131,7 @@ def _lesson(e: Experience) -> Lesson:
 
 async def libraries(store: Store) -> list[LibraryRow]:
     held: dict[str, int] = {}
-    for lesson in await review.pending(store):
+    for lesson in await review.quarantined(store):
         held[lesson.library] = held.get(lesson.library, 0) + 1
     rows = []
     for summary in await store.list_libraries():
@@ -151,7 +151,7 @@ async def library(store: Store, name: str) -> LibraryPage:
         working=working,
         lessons=[lesson for lesson in everything if lesson.experience.state == "active"],
         retired=[lesson for lesson in everything if lesson.experience.state != "active"],
-        held=len(await review.pending(store, name)),
+        held=len(await review.quarantined(store, name)),
     )
 
 
