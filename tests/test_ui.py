@@ -343,10 +343,18 @@ def test_a_running_jobs_progress_changes_without_reloading(browser: Browser, tmp
             expect(progress).to_have_text("2 of 4 problems done", timeout=30_000)
             assert tab.locator("#live").get_attribute("data-finished") == "false"
             tab.screenshot(path=screenshots / "job-running.png", full_page=True)
+            listing = tab.context.new_page()
+            listing.goto(url.removesuffix("/mcp") + "/ui/jobs")
+            listing.evaluate("window.notReloaded = true")
+            row = listing.locator(f'tr[data-job="{job_id}"] [data-figure="progress"]')
+            expect(row).to_have_text("2 / 4")
             gate.open.set()
-            # …and to the end, in the same document.
+            # …and to the end, in the same documents.
             expect(progress).to_have_text("4 of 4 problems done", timeout=30_000)
             expect(tab.locator("#live")).to_have_attribute("data-finished", "true", timeout=10_000)
             assert tab.evaluate("window.notReloaded") is True
             assert "done" in tab.locator("#progress").inner_text()
+            expect(row).to_have_text("4 / 4", timeout=10_000)
+            expect(listing.locator("#jobs-live")).to_have_attribute("data-finished", "true", timeout=10_000)
+            assert listing.evaluate("window.notReloaded") is True
             tab.context.close()

@@ -88,6 +88,7 @@ class DiffPage(BaseModel):
 class JobRow(BaseModel):
     job: Job
     cost: CostSummary
+    finished: bool
 
 
 class JobPage(BaseModel):
@@ -210,7 +211,9 @@ def words(before: str, after: str) -> list[Segment]:
 
 async def job_rows(store: Store, ledger: Ledger) -> list[JobRow]:
     return [
-        JobRow(job=job, cost=CostSummary.from_totals(await ledger.totals(job_id=job.id)))
+        JobRow(
+            job=job, cost=CostSummary.from_totals(await ledger.totals(job_id=job.id)), finished=job.state in FINISHED
+        )
         for job in await jobs.listed(store)
     ]
 

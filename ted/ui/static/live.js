@@ -1,6 +1,6 @@
-// Keeps a running job's figures current without reloading the page: every second, each element
-// marked data-live is replaced by the same element as the server renders it now, until the
-// server marks it data-finished. Nothing is rendered here, so there is one renderer: the server's.
+// Keeps running jobs' figures current without reloading the page: every second, each element
+// marked data-live is replaced by the element of the same id in the HTML its data-live address
+// answers, until the server marks it data-finished. Nothing is rendered here: one renderer, the server's.
 "use strict";
 
 function follow(element) {
@@ -10,8 +10,8 @@ function follow(element) {
       if (response.ok) {
         const template = document.createElement("template");
         template.innerHTML = await response.text();
-        const fresh = template.content.firstElementChild;
-        if (fresh && fresh.id === element.id) {
+        const fresh = template.content.getElementById(element.id);
+        if (fresh) {
           element.replaceWith(fresh);
           element = fresh;
         }
