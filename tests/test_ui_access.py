@@ -166,3 +166,11 @@ async def test_a_long_history_is_paged_newest_first(store):
         assert 'long/history">Newer versions' in second and 'history?before=20">Older' in second
         last = (await http.get("/ui/libraries/long/history?before=20")).text
         assert re.findall(r'data-version="(\d+)"', last)[-1] == "0" and "Older versions" not in last
+
+
+async def test_a_cookie_that_is_not_the_session_is_refused_however_it_is_spelled(store):
+    async with client(store, host="0.0.0.0", token="s3cret") as http:
+        for cookie in ("", "forged", "é" * 10, "0" * 64):
+            response = await http.get("/ui/", headers={"cookie": f"ted_ui_session={cookie}".encode()})
+            assert response.status_code == 303, cookie
+        assert (await http.get("/ui/", headers={"authorization": "Bearer s3cret"})).status_code == 200

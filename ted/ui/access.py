@@ -20,6 +20,7 @@ import ipaddress
 import secrets
 from urllib.parse import parse_qs, quote, urlsplit
 
+import anyio
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -104,7 +105,7 @@ class Access:
             return refused
         path = request.url.path.removeprefix(request.scope.get("root_path", ""))
         if path == LOGIN_PATH:
-            return self._login(request, body) if request.method == "POST" else None
+            return await self._login(request, body) if request.method == "POST" else None
         if self.session is not None and not self._signed_in(request):
             if request.method in ("GET", "HEAD"):
                 return RedirectResponse(f"{request.scope.get('root_path', '')}{LOGIN_PATH}?next={quote(path)}", 303)
@@ -114,8 +115,8 @@ class Access:
         return None
 
     def _signed_in(self, request: Request) -> bool:
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        return bearer_matches(request.headers, self.token) or hmac.compare_digest(cookie, self.session)
+        cookie = request.cookies.get(SESSION_COOKIE, "").encode()  # bytes: a str must be ASCII to compare
+        return bearer_matches(request.headers, self.token) or hmac.compare_digest(cookie, self.session.encode())
 
     def _forged(self, request: Request, body: bytes) -> str | None:
         """Why a POST is not from one of the dashboard's own pages, or None when it is."""
@@ -129,12 +130,13 @@ class Access:
             return "the page is out of date (the server restarted): reload it and try again."
         return None
 
-    def _login(self, request: Request, body: bytes) -> Response:
+    async def _login(self, request: Request, body: bytes) -> Response:
         root = request.scope.get("root_path", "")
         target = _local_path(_form_field(body, "next")) or "/"
         if self.session is None:
             return RedirectResponse(root + target, 303)
         if not hmac.compare_digest(_form_field(body, "token").encode(), self.token.encode()):
+            await anyio.sleep(1)  # a guesser gets one try a second per connection, not thousands
             return RedirectResponse(f"{root}{LOGIN_PATH}?failed=1&next={quote(target)}", 303)
         response = RedirectResponse(root + target, 303)
         response.set_cookie(SESSION_COOKIE, self.session, httponly=True, samesite="strict", path=root or "/")

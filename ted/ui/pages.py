@@ -112,6 +112,8 @@ def origin(e: Experience) -> str:
     p = e.provenance
     if "merged_from" in p:
         return "merged from " + ", ".join(p["merged_from"])
+    if "approved" in p:
+        return f"held lesson {p['approved']}, approved by a person ({p.get('source')})"
     attempts = f"critique of {len(p.get('attempt_ids', []))} attempts"
     match p.get("source"):
         case "distill":
