@@ -65,6 +65,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, host: str = "127.0.0.1") -> None:
+    """Return once `proc` listens on `port` of `host`; fail with its stderr if it exits first."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the server did not start listening within 30 s"
+            time.sleep(0.1)
+
+
 class Served(str):
     """A served URL that knows its server's process id."""
 
@@ -91,15 +104,7 @@ def http_server(
         preexec_fn=preexec_fn,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                socket.create_connection((connect, port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "ted-mcp did not start listening within 30 s"
-                time.sleep(0.1)
+        wait_for_port(port, proc, connect)
         url = Served(f"http://{connect}:{port}/mcp")
         url.pid = proc.pid
         yield url

@@ -10,17 +10,15 @@ a laptop and a phone screen, go to $TED_UI_SCREENSHOTS, else to a folder pytest 
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import free_port, http_server, installed_command
+from conftest import free_port, http_server, installed_command, wait_for_port
 from dashboard_data import LIBRARY, Prepared, prepare
 from mcp import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -63,18 +61,6 @@ def read(path: Path, reader):
             return await reader(store, Ledger(store))
 
     return run(go)
-
-
-def wait_for_port(port: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the server did not listen within 30 s"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
