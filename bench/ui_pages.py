@@ -6,7 +6,9 @@ The database is built through ted's own write functions: a library "bench" of th
 `bench/lessons.py` whose every lesson came from a recorded critique of 5 attempts, rewritten
 until it has `--versions` versions; a finished distillation job of `--attempts` attempts (2,000
 problems × 5 rollouts), each with its model call in the ledger, and per-epoch figures; a
-200-problem evaluation report; 5 lessons held for review. The installed `ted ui` serves it over
+200-problem evaluation report; the library serving a version promoted on validation figures
+halfway through, so the served and the working version differ; every lesson's measured evidence;
+5 lessons the gate refused, waiting in quarantine. The installed `ted ui` serves it over
 real HTTP; every page is requested `--requests` times, interleaved with the others (one request
 to every page per round, after 3 warm-up rounds), and timed with perf_counter around the request.
 The peer is the dashboard's stylesheet, a static file behind the same middleware: the floor of
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -31,14 +34,23 @@ from lessons import LESSONS
 from rich.console import Console
 from rich.table import Table
 
+from ted import agent
 from ted.ledger import Ledger
 from ted.llm.base import Completion, Usage
 from ted.runs import evaluations, jobs
 from ted.runs.datasets import Problem
 from ted.runs.jobs import DistillParams, EpochProgress
 from ted.runs.report import evaluation_report
-from ted.store import Store, review
-from ted.store.records import AddOp, NewAttempt, RewriteOp
+from ted.store import Store
+from ted.store.records import (
+    AddOp,
+    BootstrapInterval,
+    LessonEvidence,
+    NewAttempt,
+    RewriteOp,
+    ValidationFigures,
+    text_sha,
+)
 from ted.teacher.critique import record_critique
 from ted.teacher.replies import CritiqueReply
 
@@ -65,6 +77,9 @@ async def build(path: Path, versions: int, attempts: int, console: Console) -> d
             target = f"E{rng.randrange(1, len(LESSONS) + 1)}"
             text = LESSONS[int(target[1:]) - 1][1] + f" (revision {n})"
             await store.apply(LIBRARY, [RewriteOp(id=target, text=text)], "manual", f"revision {n} of {target}")
+            if n == versions // 2:
+                await _promote(store, job_id, n + 2)
+        await _evidence(store, versions - 1, rng)
         outcomes = [
             {"problem_id": f"p{i}", "with_library": [rng.random() < 0.7], "without_library": [rng.random() < 0.6]}
             for i in range(200)
@@ -78,10 +93,50 @@ async def build(path: Path, versions: int, attempts: int, console: Console) -> d
             report_id="eval-bench",
         )
         await evaluations.save(store, report)
+        await store.configure(LIBRARY, quarantine=True)
         for n in range(5):
-            await review.hold(store, LIBRARY, f"A held lesson number {n} about units.", "unsure", "bench")
+            await agent.add_experience(store, LIBRARY, f"See units-{n}.example.com for the units of every answer.")
     console.print(f"built {path} in {time.perf_counter() - started:.0f} s", markup=False)
     return {"job": job_id, "evaluation": report.id}
+
+
+async def _promote(store: Store, job_id: str, version: int) -> None:
+    """Serve `version` from now on, promoted on validation figures, as a distillation's round would."""
+    interval = BootstrapInterval(low=0.02, high=0.14, confidence=0.95, resamples=10_000, seed=0)
+    figures = ValidationFigures(
+        problems=100,
+        samples=1,
+        served_version=0,
+        served_accuracy=0.6,
+        working_accuracy=0.68,
+        difference=0.08,
+        interval=interval,
+        margin=0.0,
+    )
+    await store.promote(LIBRARY, version, by=job_id, reason="validation", figures=figures)
+
+
+async def _evidence(store: Store, version: int, rng: random.Random) -> None:
+    """Every lesson's effect, as `ted evidence` would keep it."""
+    found = {}
+    for e in await store.experiences(LIBRARY):
+        difference = rng.uniform(-0.1, 0.2)
+        found[e.id] = LessonEvidence(
+            difference=difference,
+            low=difference - 0.05,
+            high=difference + 0.05,
+            problems=100,
+            flagged=difference < 0,
+            version=version,
+            dataset="bench",
+            samples=1,
+            interval=BootstrapInterval(
+                low=difference - 0.05, high=difference + 0.05, confidence=0.95, resamples=10_000, seed=0
+            ),
+            measured_at=datetime.now(UTC),
+            text_sha=text_sha(e.text),
+        )
+    await store.record_evidence(LIBRARY, found)
 
 
 async def _job(store: Store, ledger: Ledger, attempts: int) -> str:

@@ -14,10 +14,10 @@ from pathlib import Path
 import anyio
 
 from ted.errors import TedError
+from ted.http_serving import MissingToken, allowed_hosts_from_env, serve
 from ted.store import Store
 from ted.store.database import default_db_path
 from ted_server.app import build_server
-from ted_server.http import MissingToken, allowed_hosts_from_env, http_app, serve
 from ted_server.stdio import run_stdio
 
 WAITING = (
@@ -68,14 +68,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         mcp = build_server(path, resume_jobs=args.resume_jobs, allow_test_models=args.allow_test_models)
         # The arguments first (a refused token touches no database), then the database, then listen.
-        app = http_app(mcp, args.host, args.token, args.allowed_host) if args.transport == "http" else None
+        app = None
+        if args.transport == "http":
+            from ted_server.http import http_app  # the dashboard's pages and templates: only for HTTP
+
+            app = http_app(mcp, args.host, args.token, args.allowed_host, path)
         anyio.run(check_database, path)
         if app is None:
             if sys.stdin.isatty():  # a person, not a client: say what this is and how to leave
                 print(WAITING, file=sys.stderr, flush=True)
             anyio.run(run_stdio, mcp)
         else:
-            print(f"ted-mcp: serving MCP on http://{args.host}:{args.port}/mcp", file=sys.stderr, flush=True)
+            url = f"http://{args.host}:{args.port}"
+            print(f"ted-mcp: serving MCP on {url}/mcp and the dashboard on {url}/ui/", file=sys.stderr, flush=True)
             anyio.run(serve, app, args.host, args.port)
     except MissingToken as e:
         parser.exit(2, f"ted-mcp: {e}\n")

@@ -15,7 +15,7 @@ from conftest import free_port, http_server, installed_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from ted_server.http import REQUEST_SECONDS, token_or_none, transport_security
+from ted.http_serving import REQUEST_SECONDS, token_or_none, transport_security
 
 pytestmark = pytest.mark.anyio
 

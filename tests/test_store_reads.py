@@ -1,14 +1,13 @@
-"""The store's reads the dashboard uses, and lessons held for review, on a real SQLite file."""
+"""The store's reads the dashboard uses, and a quarantined lesson decided once, on a real SQLite file."""
 
 import anyio
 import pytest
-from conftest import dump_database
 from scripted_teacher import Teacher, add, critique
 
 from ted import agent
 from ted.errors import InvalidInput, NotFound
 from ted.ledger import Ledger
-from ted.store import Store, review
+from ted.store import Store
 from ted.teacher.critique import critique_task
 
 pytestmark = pytest.mark.anyio
@@ -54,53 +53,26 @@ async def test_a_lesson_leads_to_its_critique_and_attempts(store, db_path):
     assert [(a.id, a.answer) for a in found] == [(ids[1], "10"), (ids[0], "8")]
     with pytest.raises(NotFound, match="no critique 'nope'"):
         await store.critique("lib", "nope")
-    await agent.add_experience(store, "other", "Another library's lesson about units.")
+    await agent.add_experience(store, "other", "Write the units next to every number you compute.")
     assert await store.attempts_by_id("other", ids) == []
 
 
-async def test_a_held_lesson_is_never_served_until_approved(store):
-    await agent.add_experience(store, "lib", "Estimate the size of the answer first.")
-    held = await review.hold(store, "lib", "Check the units of the answer.", "unsure", "critique")
-    assert (held.state, held.library, held.reason, held.source) == ("pending", "lib", "unsure", "critique")
-    assert "Check the units" not in (await store.experience_prompt("lib")).prompt
-    assert [h.id for h in await review.quarantined(store)] == [held.id]
-    assert await review.quarantined(store, "other") == []
-
-    approved = await review.decide(store, held.id, approve=True)
-    assert (approved.state, approved.version) == ("approved", 2) and approved.decided_at is not None
-    assert "[E2] Check the units of the answer." in (await store.experience_prompt("lib")).prompt
-    (lesson,) = [e for e in await store.experiences("lib") if e.id == "E2"]
-    assert lesson.provenance == {"source": "critique", "held": "unsure", "approved": held.id}
-    assert await review.quarantined(store) == []
-    assert [h.state for h in await review.quarantined(store, pending_only=False)] == ["approved"]
-
-
-async def test_rejecting_keeps_the_lesson_on_record_and_deciding_twice_changes_nothing(store, db_path):
-    held = await review.hold(store, "lib", "Check the units of the answer.", "unsure", "critique")
-    rejected = await review.decide(store, held.id, approve=False)
-    assert rejected.state == "rejected" and rejected.version is None
-    before = dump_database(db_path)
-    for approve in (True, False):
-        with pytest.raises(InvalidInput, match="was rejected already; nothing was changed"):
-            await review.decide(store, held.id, approve=approve)
-    with pytest.raises(NotFound, match="no held lesson 99"):
-        await review.decide(store, 99, approve=True)
-    assert dump_database(db_path) == before
-
-
-async def test_two_people_approving_at_once_add_the_lesson_once(db_path):
+async def test_two_people_approving_at_once_apply_the_lesson_once(db_path):
     async with Store.open(db_path) as first, Store.open(db_path) as second:
-        held = await review.hold(first, "lib", "Check the units of the answer.", "unsure", "critique")
+        await first.configure("lib", quarantine=True)
+        added = await agent.add_experience(first, "lib", "Visit percent-tricks.xyz for worked examples.")
+        [held] = added.quarantined
         outcomes = []
 
         async def approve(store: Store) -> None:
             try:
-                outcomes.append(await review.decide(store, held.id, approve=True))
+                outcomes.append(await store.decide(held.id, approve=True))
             except InvalidInput as e:
                 outcomes.append(e)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(approve, first)
             tg.start_soon(approve, second)
-        assert sorted(type(o).__name__ for o in outcomes) == ["HeldLesson", "InvalidInput"]
-        assert [e.text for e in await first.experiences("lib")] == ["Check the units of the answer."]
+        assert sorted(type(o).__name__ for o in outcomes) == ["InvalidInput", "Quarantined"]
+        assert [e.text for e in await first.experiences("lib")] == [held.text]
+        assert (await first.library_state("lib")).version == 1  # one version made, by the approval

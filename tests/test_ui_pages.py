@@ -10,7 +10,6 @@ from ted.ui import charts, pages
     ("provenance", "said"),
     [
         ({"merged_from": ["E1", "E4"]}, "merged from E1, E4"),
-        ({"source": "critique", "held": "unsure", "approved": 3}, "held lesson 3, approved by a person (critique)"),
         (
             {"source": "distill", "job_id": "job-1", "epoch": 0, "attempt_ids": [1, 2, 3]},
             "critique of 3 attempts in job-1, epoch 1",
@@ -38,10 +37,33 @@ def test_a_changed_lesson_is_shown_word_by_word():
 
 def test_lesson_counts_get_whole_steps_and_the_cap_a_line():
     chart = charts.line_chart(
-        "Lessons", [0, 1, 2], [1, 2, 2], top=2, label=lambda v: f"{v:.0f}", limit=(2, "cap 2"), whole=True
+        "Lessons",
+        [0, 1, 2],
+        [charts.Line("lessons", [1, 2, 2])],
+        top=2,
+        label=lambda v: f"{v:.0f}",
+        limit=(2, "cap 2"),
+        whole=True,
     )
     assert [t.label for t in chart.y_ticks] == ["0", "1", "2"]
     assert chart.limit.at == chart.y_ticks[-1].at == chart.top  # the cap is the top of the scale
     assert [p.x for p in chart.points] == [chart.left, (chart.left + chart.right) / 2, chart.right]
-    empty = charts.line_chart("Accuracy", [], [], top=1.0, label=str)
+    empty = charts.line_chart("Accuracy", [], [charts.Line("rollouts", [])], top=1.0, label=str)
     assert empty.points == [] and "no figures yet" in empty.summary
+
+
+def test_two_lines_share_a_scale_and_their_marks_are_said_in_words():
+    chart = charts.line_chart(
+        "Validation accuracy",
+        [1, 2],
+        [charts.Line("served", [0.25, 0.5]), charts.Line("working", [0.5, 0.25], ["promoted", "refused"])],
+        top=1.0,
+        label=lambda v: f"{v * 100:.0f} %",
+    )
+    served, working = chart.series
+    assert [p.y for p in served.points] == [p.y for p in reversed(working.points)]
+    assert [p.mark for p in working.points] == ["promoted", "refused"] and served.points[0].mark is None
+    assert chart.summary == (
+        "Validation accuracy: epoch 1: served 25 %, working 50 % (promoted), "
+        "epoch 2: served 50 %, working 25 % (refused)"
+    )

@@ -17,6 +17,7 @@
     ted eval --dataset FILE --library LIB [--student M] [--samples K]
     ted costs [--library LIB] [--job JOB]
     ted setup CLIENT [--teacher M] [--student M]
+    ted ui [--host 127.0.0.1] [--port 8766] [--token T]
 
 The database is --db, else TED_DB, else the file in the user's data directory — the same
 one the MCP server uses, so what you change here the agents see at their next call. A
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ted.cli import library, runs, serving, setup
+from ted.cli import library, runs, serving, setup, ui
 from ted.cli.models import closing_models
 from ted.errors import TedError
 from ted.guard import Guard
@@ -78,14 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     serving.add_commands(command)
     runs.add_commands(command)
     setup.add_command(command)
+    ui.add_command(command)
     return parser
 
 
 async def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        # Before opening the database: a typo or a refused option should not create a file.
         if getattr(args, "library", None) is not None:
-            library_name(args.library)  # before opening the database: a typo should not create a file
+            library_name(args.library)
+        if (check := getattr(args, "check", None)) is not None:
+            check(args)
         async with Store.open(args.db or default_db_path()) as store, closing_models() as models:
             store.reviewer = Guard(store, Ledger(store), models)  # a lesson's review, when a guard is set
             await args.run(store, args, Console(highlight=False))

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ted.ledger import CostSummary
+from ted.pricing import format_cost
 from ted.runs import plots
 from ted.runs.evidence import EvidenceReport
 from ted.runs.report import ArmStats, DistillReport, EvalReport
@@ -242,10 +243,9 @@ def _pp(value: float) -> str:
 
 
 def _cost_rows(cost: CostSummary) -> list[tuple[str, str]]:
-    if cost.cost_usd is not None:
-        dollars = f"${cost.cost_usd:,.4f}"
-    else:
-        dollars = f"unknown: no price for {', '.join(cost.unpriced_models)} (set one in the price table)"
+    dollars = format_cost(cost.cost_usd)
+    if cost.cost_usd is None:
+        dollars += f": no price for {', '.join(cost.unpriced_models)} (set one in the price table)"
     failed = f" ({cost.failed} failed)" if cost.failed else ""
     return [
         ("Model calls", f"{cost.calls:,}{failed}"),
@@ -264,7 +264,7 @@ def _cost_by_role(cost: CostSummary) -> list[str]:
             f"{t.calls:,}",
             f"{t.input_tokens:,}",
             f"{t.output_tokens:,}",
-            f"${t.cost_usd:,.4f}" if t.cost_usd is not None else "unknown",
+            format_cost(t.cost_usd),
         )
         for t in cost.by_role
     ]

@@ -238,21 +238,4 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX evaluations_by_time ON evaluations (created_at)
         """,
     ),
-    (
-        "lessons held for review: stored, never served until a person approves them",
-        """
-        CREATE TABLE held_lessons (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
-            text TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            source TEXT NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'approved', 'rejected')),
-            version INTEGER,
-            created_at TEXT NOT NULL,
-            decided_at TEXT
-        );
-        CREATE INDEX held_lessons_pending ON held_lessons (state, library_id)
-        """,
-    ),
 ]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
+from ted.errors import InvalidInput
 from ted.store.database import timestamp
 from ted.store.records import Operation, Quarantined, RefusedBy
 
@@ -58,10 +59,16 @@ async def get(db: aiosqlite.Connection, quarantine_id: int) -> Quarantined | Non
 
 
 async def decide(db: aiosqlite.Connection, quarantine_id: int, state: str, version: int | None) -> None:
-    await db.execute(
-        "UPDATE quarantine SET state = ?, version = ?, decided_at = ? WHERE id = ?",
+    """Mark a pending lesson decided; InvalidInput (the caller's transaction rolls back, an approval's
+    version with it) when it was decided meanwhile, so of two people deciding at once only the first counts."""
+    cursor = await db.execute(
+        "UPDATE quarantine SET state = ?, version = ?, decided_at = ? WHERE id = ? AND state = 'pending'",
         (state, version, timestamp(), quarantine_id),
     )
+    if cursor.rowcount != 1:
+        raise InvalidInput(
+            f"Quarantined lesson {quarantine_id} was decided by someone else meanwhile; nothing changed."
+        )
 
 
 def _record(library: str, row: sqlite3.Row) -> Quarantined:

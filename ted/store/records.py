@@ -504,20 +504,6 @@ class CritiqueRecord(BaseModel):
     created_at: datetime
 
 
-class HeldLesson(BaseModel):
-    """A lesson held back for a person to review: stored, never served until approved."""
-
-    id: int
-    library: str
-    text: str
-    reason: str = Field(description="Why it was held.")
-    source: str = Field(description="What proposed it: critique, distill, manual, import…")
-    state: Literal["pending", "approved", "rejected"]
-    version: int | None = Field(None, description="The library version its approval made.")
-    created_at: datetime
-    decided_at: datetime | None = None
-
-
 class ExperienceItem(BaseModel):
     """One experience as an agent sees it in `get_experiences`."""
 

@@ -1,88 +1,49 @@
 """Who may reach the dashboard, and how a page that changes something proves it came from it.
 
-The rule is the HTTP transport's: on a loopback address only local programs can connect, so no
-token is needed, but the Host and Origin headers must name a local address (the MCP SDK's own
-check), or a web page could rebind its domain to 127.0.0.1 and read the dashboard. Anywhere
-else the server refuses to start without a bearer token, and every request must carry it:
-`Authorization: Bearer <token>`, or, for a browser that cannot send that header, the session
-cookie that posting the token to the login form sets (HttpOnly, SameSite=Strict, and not the
-token itself, so the cookie never opens /mcp).
+The rule is the HTTP transport's (`ted.http_serving`), the same for `ted ui` and /ui of
+`ted-mcp --transport http`: Host and Origin must name this server on every bind address (the
+MCP SDK's DNS-rebinding check, so a web page cannot rebind its domain to 127.0.0.1 and read the
+dashboard), and beyond loopback the server refuses to start without a bearer token, and every
+request must carry it: `Authorization: Bearer <token>`, or, for a browser that cannot send that
+header, the session cookie that posting the token to the sign-in form sets (HttpOnly,
+SameSite=Strict, and not the token itself, so the cookie never opens /mcp).
 
-Approve and reject are POSTs that must carry the dashboard's form token (random per process,
-only readable by a page of the dashboard itself) and, when the browser sends them, an Origin
-equal to the dashboard's own and a Sec-Fetch-Site of same-origin: a page on another site can
-make a browser post a form, but it cannot read the token or forge those headers.
+Approving a quarantined lesson is a person's decision, never an agent's: no MCP tool does it,
+and the dashboard's approve and reject are POSTs that must carry its form token (random per
+process, only readable by a page of the dashboard itself) and, when the browser sends them, an
+Origin equal to the dashboard's own and a Sec-Fetch-Site of same-origin: a page on another site
+can make a browser post a form, but it cannot read the token or forge those headers.
 """
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from urllib.parse import parse_qs, quote, urlsplit
 
 import anyio
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from starlette.datastructures import Headers
+from mcp.server.transport_security import TransportSecurityMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ted.errors import ConfigError
+from ted.http_serving import bearer_matches, require_token, transport_security
 
-LOOPBACK_NAMES = {"localhost"}
 SESSION_COOKIE = "ted_ui_session"
 CSRF_FIELD = "csrf"
 LOGIN_PATH = "/login"
 MAX_FORM_BYTES = 16_384
 
 
-class MissingToken(ConfigError):
-    """Serving beyond loopback without a bearer token."""
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def require_token(host: str, token: str | None) -> None:
-    """Raise MissingToken when serving on `host` without a token would open the libraries to the network
-    (an empty token is no token)."""
-    if not token and not is_loopback(host):
-        raise MissingToken(
-            f"Refusing to serve on {host} without a bearer token: anyone who can reach it could rewrite "
-            "your libraries. Set TED_HTTP_TOKEN or pass --token, or bind to 127.0.0.1."
-        )
-
-
-def bearer_matches(headers: Headers, token: str) -> bool:
-    """Whether the request carries `Authorization: Bearer <token>` (compared in constant time)."""
-    return hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {token}".encode())
-
-
-def _local_hosts(host: str) -> TransportSecuritySettings:
-    bound = f"[{host.strip('[]')}]" if ":" in host else host
-    names = dict.fromkeys([bound, "127.0.0.1", "localhost", "[::1]"])
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{name}:*" for name in names],
-        allowed_origins=[f"http://{name}:*" for name in names],
-    )
-
-
 class Access:
     """ASGI middleware in front of the dashboard's pages: host check, token, login, form token."""
 
-    def __init__(self, app: ASGIApp, *, host: str, token: str | None):
-        require_token(host, token)
-        self.app, self.token = app, token
-        self.hosts = TransportSecurityMiddleware(_local_hosts(host)) if is_loopback(host) else None
+    def __init__(self, app: ASGIApp, *, host: str, token: str | None, allowed_hosts: list[str] | tuple[str, ...] = ()):
+        self.app, self.token = app, require_token(host, token)
+        self.hosts = TransportSecurityMiddleware(transport_security(host, allowed_hosts))
         # What the session cookie holds: derived from the token, so a leaked cookie is not the token.
-        self.session = hmac.new(token.encode(), b"ted-ui-session", hashlib.sha256).hexdigest() if token else None
+        self.session = (
+            hmac.new(self.token.encode(), b"ted-ui-session", hashlib.sha256).hexdigest() if self.token else None
+        )
         self.form_token = secrets.token_urlsafe(32)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,7 +62,7 @@ class Access:
         await self.app(scope, receive, send)
 
     async def _refusal(self, request: Request, body: bytes) -> Response | None:
-        if self.hosts is not None and (refused := await self.hosts.validate_request(request)) is not None:
+        if (refused := await self.hosts.validate_request(request)) is not None:
             return refused
         path = request.url.path.removeprefix(request.scope.get("root_path", ""))
         if path == LOGIN_PATH:
@@ -116,7 +77,8 @@ class Access:
 
     def _signed_in(self, request: Request) -> bool:
         cookie = request.cookies.get(SESSION_COOKIE, "").encode()  # bytes: a str must be ASCII to compare
-        return bearer_matches(request.headers, self.token) or hmac.compare_digest(cookie, self.session.encode())
+        sent = request.headers.get("authorization", "").encode()
+        return bearer_matches(sent, self.token) or hmac.compare_digest(cookie, self.session.encode())
 
     def _forged(self, request: Request, body: bytes) -> str | None:
         """Why a POST is not from one of the dashboard's own pages, or None when it is."""

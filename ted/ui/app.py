@@ -27,7 +27,7 @@ from ted.ledger import Ledger
 from ted.pricing import format_cost
 from ted.runs import evaluations, jobs, plots
 from ted.runs.report import distill_report
-from ted.store import Store, review
+from ted.store import Store
 from ted.store.records import library_name
 from ted.ui import pages
 from ted.ui.access import CSRF_FIELD, Access
@@ -158,21 +158,15 @@ async def _png(plot: Callable, report) -> Response:
 
 async def review_page(request: Request) -> Response:
     # What was just decided is read back from the store, not echoed from the address.
-    decided = _number(request, "decided")
-    return render(
-        request,
-        "review.html",
-        held=await review.quarantined(_store(request)),
-        decided=await review.held(_store(request), decided) if decided is not None else None,
-    )
+    return render(request, "review.html", page=await pages.review(_store(request), _number(request, "decided")))
 
 
 def decision(approve: bool) -> Callable[[Request], Awaitable[Response]]:
-    """The POST that approves or rejects a held lesson."""
+    """The POST by which a person approves or rejects a quarantined lesson (`Store.decide`)."""
 
     async def view(request: Request) -> Response:
-        held = await review.decide(_store(request), request.path_params["held_id"], approve=approve)
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/review?decided={held.id}", 303)
+        decided = await _store(request).decide(request.path_params["lesson_id"], approve=approve)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/review?decided={decided.id}", 303)
 
     return view
 
@@ -204,8 +198,8 @@ def pages_app() -> Starlette:
         Route("/reports/{report_id}", evaluation_page),
         Route("/reports/{report_id}/report.png", evaluation_plot),
         Route("/review", review_page),
-        Route("/review/{held_id:int}/approve", decision(approve=True), methods=["POST"]),
-        Route("/review/{held_id:int}/reject", decision(approve=False), methods=["POST"]),
+        Route("/review/{lesson_id:int}/approve", decision(approve=True), methods=["POST"]),
+        Route("/review/{lesson_id:int}/reject", decision(approve=False), methods=["POST"]),
         Route("/login", login_page),
         Mount("/static", StaticFiles(packages=[("ted.ui", "static")]), name="static"),
     ]
@@ -215,11 +209,11 @@ def pages_app() -> Starlette:
 class Dashboard:
     """/ui to the dashboard, every other path to `other`; the dashboard's store open while the server runs."""
 
-    def __init__(self, other: ASGIApp, *, host: str, token: str | None, store: Store | None, path: Path | None):
+    def __init__(self, other: ASGIApp, access: dict, store: Store | None, path: Path | None):
         self.other, self.path = other, path
         self.pages = pages_app()
         self.pages.state.store = store  # or, given a path, the store the lifespan opens
-        site = Starlette(routes=[Mount(PREFIX, app=Access(self.pages, host=host, token=token))])
+        site = Starlette(routes=[Mount(PREFIX, app=Access(self.pages, **access))])
         self.site = _with_headers(site)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -260,14 +254,17 @@ def dashboard(
     *,
     host: str,
     token: str | None,
+    allowed_hosts: list[str] | tuple[str, ...] = (),
     store: Store | None = None,
     path: Path | str | None = None,
 ) -> Dashboard:
-    """The dashboard under /ui in front of `other` (default: a redirect from / to /ui/).
+    """The dashboard under /ui in front of `other` (default: a redirect from / to /ui/), served on
+    `host` under `ted.http_serving`'s rules (`allowed_hosts`: more Host names browsers may use).
 
     Give the `store` to use, or the `path` of the database to open while the server runs.
     Raises MissingToken when `host` is not loopback and there is no token.
     """
     if other is None:
         other = Starlette(routes=[Route("/", _to_dashboard)])
-    return Dashboard(other, host=host, token=token, store=store, path=Path(path) if path is not None else None)
+    access = {"host": host, "token": token, "allowed_hosts": allowed_hosts}  # who may reach it: `Access`
+    return Dashboard(other, access, store=store, path=Path(path) if path is not None else None)

@@ -4,14 +4,14 @@ Nothing here writes SQL: a figure a page needs and the store cannot give is a re
 the store layer. Each function returns the records a template renders, so the figures on a
 page are the ones `ted`, the tools and the reports give.
 
-Served and working version: until libraries have a served version of their own, the version
-a library is at is both, and lessons have no measured evidence yet (`evidence` is None).
+A library's lessons are those of its working version (the newest, which critiques change);
+each says whether the served version (what `get_experiences` returns) holds it too.
 """
 
 import difflib
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ted import agent
 from ted.errors import NotFound
@@ -19,7 +19,7 @@ from ted.ledger import CostSummary, Ledger
 from ted.runs import evaluations, jobs
 from ted.runs.jobs import FINISHED, Job, JobStatus
 from ted.runs.report import DistillReport, EvalReport, distill_report
-from ted.store import Store, review
+from ted.store import Store
 from ted.store.records import (
     AttemptRecord,
     CritiqueRecord,
@@ -28,6 +28,7 @@ from ted.store.records import (
     LibraryState,
     LibrarySummary,
     LibraryVersion,
+    Quarantined,
     VersionDiff,
 )
 from ted.ui import charts
@@ -37,22 +38,19 @@ HISTORY_PAGE = 50
 
 class LibraryRow(BaseModel):
     summary: LibrarySummary
-    served: int
-    working: int
     held: int
 
 
 class Lesson(BaseModel):
     experience: Experience
-    evidence: float | None = None
     origin: str
+    served: bool = Field(description="The served version holds it, with this text.")
 
 
 class LibraryPage(BaseModel):
     state: LibraryState
-    prompt: ExperiencePrompt
-    served: int
-    working: int
+    working: ExperiencePrompt
+    served: ExperiencePrompt
     lessons: list[Lesson]
     retired: list[Lesson]
     held: int
@@ -60,6 +58,7 @@ class LibraryPage(BaseModel):
 
 class LessonPage(BaseModel):
     library: str
+    served: int = Field(description="The version the library serves.")
     lesson: Lesson
     critique: CritiqueRecord | None
     attempts: list[AttemptRecord]
@@ -69,6 +68,7 @@ class LessonPage(BaseModel):
 class HistoryPage(BaseModel):
     library: str
     latest: int
+    served: int
     versions: list[LibraryVersion]
     older: int | None
     newer: int | None
@@ -95,6 +95,12 @@ class JobPage(BaseModel):
     status: JobStatus
     report: DistillReport
     charts: list[charts.Chart]
+    validation: charts.Chart | None = Field(description="Served against working on the validation set, if any.")
+
+
+class ReviewPage(BaseModel):
+    waiting: list[Quarantined]
+    decided: Quarantined | None = Field(description="The lesson just decided, read back from the store.")
 
 
 class ReportsPage(BaseModel):
@@ -102,18 +108,11 @@ class ReportsPage(BaseModel):
     distillations: list[Job]
 
 
-def versions(summary_version: int) -> tuple[int, int]:
-    """(served, working): one version until libraries keep a served version apart from the working one."""
-    return summary_version, summary_version
-
-
 def origin(e: Experience) -> str:
     """Where a lesson came from, in a few words."""
     p = e.provenance
     if "merged_from" in p:
         return "merged from " + ", ".join(p["merged_from"])
-    if "approved" in p:
-        return f"held lesson {p['approved']}, approved by a person ({p.get('source')})"
     attempts = f"critique of {len(p.get('attempt_ids', []))} attempts"
     match p.get("source"):
         case "distill":
@@ -128,33 +127,30 @@ def origin(e: Experience) -> str:
             return f"added by hand ({source})"
 
 
-def _lesson(e: Experience) -> Lesson:
-    return Lesson(experience=e, origin=origin(e))
+def _lesson(e: Experience, served: ExperiencePrompt) -> Lesson:
+    is_served = any(i.id == e.id and i.text == e.text for i in served.items)
+    return Lesson(experience=e, origin=origin(e), served=is_served)
 
 
 async def libraries(store: Store) -> list[LibraryRow]:
     held: dict[str, int] = {}
-    for lesson in await review.quarantined(store):
+    for lesson in await store.quarantined():
         held[lesson.library] = held.get(lesson.library, 0) + 1
-    rows = []
-    for summary in await store.list_libraries():
-        served, working = versions(summary.version)
-        rows.append(LibraryRow(summary=summary, served=served, working=working, held=held.get(summary.name, 0)))
-    return rows
+    return [LibraryRow(summary=s, held=held.get(s.name, 0)) for s in await store.list_libraries()]
 
 
 async def library(store: Store, name: str) -> LibraryPage:
     state = await store.library_state(name)
-    everything = [_lesson(e) for e in await store.experiences(name, active_only=False)]
-    served, working = versions(state.version)
+    working, _ = await store.whole_prompt(name, "working")
+    served, _ = await store.whole_prompt(name, "served")
+    everything = [_lesson(e, served) for e in await store.experiences(name, active_only=False)]
     return LibraryPage(
         state=state,
-        prompt=await store.experience_prompt(name),
-        served=served,
         working=working,
+        served=served,
         lessons=[lesson for lesson in everything if lesson.experience.state == "active"],
         retired=[lesson for lesson in everything if lesson.experience.state != "active"],
-        held=len(await review.quarantined(store, name)),
+        held=len(await store.quarantined(name)),
     )
 
 
@@ -166,23 +162,27 @@ async def lesson(store: Store, name: str, lesson_id: str) -> LessonPage:
     p = found.provenance
     critique = await store.critique(name, p["critique_id"]) if "critique_id" in p else None
     attempt_ids = p.get("attempt_ids") or (critique.attempt_ids if critique else [])
+    served, _ = await store.whole_prompt(name, "served")
     return LessonPage(
         library=name,
-        lesson=_lesson(found),
+        served=served.version,
+        lesson=_lesson(found, served),
         critique=critique,
         attempts=await store.attempts_by_id(name, attempt_ids) if attempt_ids else [],
-        merged_from=[_lesson(everything[i]) for i in p.get("merged_from", []) if i in everything],
+        merged_from=[_lesson(everything[i], served) for i in p.get("merged_from", []) if i in everything],
     )
 
 
 async def history(store: Store, name: str, before: int | None) -> HistoryPage:
-    latest = (await store.library_state(name)).version
+    state = await store.library_state(name)
+    latest = state.version
     shown = await store.history(name, before=before, limit=HISTORY_PAGE)
     oldest = shown[0].version if shown else 0
     top = shown[-1].version if shown else latest
     return HistoryPage(
         library=name,
         latest=latest,
+        served=latest if state.served_version is None else state.served_version,
         versions=shown[::-1],
         older=oldest if oldest > 0 else None,
         newer=min(top + 1 + HISTORY_PAGE, latest + 1) if top < latest else None,
@@ -223,7 +223,9 @@ async def job_rows(store: Store, ledger: Ledger) -> list[JobRow]:
 async def job(store: Store, ledger: Ledger, job_id: str) -> JobPage:
     status = await jobs.status(store, ledger, job_id)
     report = await distill_report(store, ledger, status)
-    return JobPage(status=status, report=report, charts=charts.distillation(report))
+    return JobPage(
+        status=status, report=report, charts=charts.distillation(report), validation=charts.validation(report)
+    )
 
 
 async def reports(store: Store) -> ReportsPage:
@@ -231,6 +233,14 @@ async def reports(store: Store) -> ReportsPage:
         evaluations=await evaluations.listed(store),
         distillations=[j for j in await jobs.listed(store) if j.state in FINISHED],
     )
+
+
+async def review(store: Store, decided: int | None) -> ReviewPage:
+    """The lessons waiting for a person's decision, and the one just decided (None if none was)."""
+    just = [q for q in await store.quarantined(pending_only=False) if q.id == decided] if decided is not None else []
+    if decided is not None and not just:
+        raise NotFound(f"There is no quarantined lesson {decided}; the review page lists the ones waiting.")
+    return ReviewPage(waiting=await store.quarantined(), decided=just[0] if just else None)
 
 
 def provenance_items(provenance: dict[str, Any]) -> list[tuple[str, str]]:

@@ -1,0 +1,53 @@
+"""`ted ui`: the dashboard in a browser, on the same database as the other commands.
+
+    ted ui [--host 127.0.0.1] [--port 8766] [--token T] [--allowed-host NAME]
+
+It serves under the HTTP transport's rules (`ted.http_serving`): loopback by default, a bearer
+token required anywhere else (checked before the database is opened), Host and Origin checked
+on every address, and connections that cannot pile up.
+"""
+
+import argparse
+import os
+
+from rich.console import Console
+
+from ted.store import Store
+
+# uvicorn, the MCP SDK's header checks, starlette and jinja2 are imported by this command only,
+# so the other commands start without them.
+
+
+def check(args: argparse.Namespace) -> None:
+    from ted.http_serving import require_token
+
+    require_token(args.host, args.token)
+
+
+async def ui(store: Store, args: argparse.Namespace, out: Console) -> None:
+    from ted.http_serving import allowed_hosts_from_env, serve
+    from ted.ui.app import dashboard
+
+    allowed = [*allowed_hosts_from_env(), *args.allowed_host]
+    app = dashboard(host=args.host, token=args.token, allowed_hosts=allowed, store=store)
+    out.print(f"ted ui: the dashboard of {store.path} is on http://{args.host}:{args.port}/ui/", markup=False)
+    await serve(app, args.host, args.port)
+
+
+def add_command(command) -> None:
+    u = command("ui", ui, "serve the dashboard: libraries, versions, jobs, reports, review", library=False)
+    u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    u.add_argument("--port", type=int, default=8766, help="port (default 8766)")
+    u.add_argument(
+        "--token",
+        default=os.environ.get("TED_HTTP_TOKEN"),
+        help="bearer token, required off loopback (default: $TED_HTTP_TOKEN)",
+    )
+    u.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host name browsers may use, e.g. a reverse proxy's (repeatable; $TED_HTTP_ALLOWED_HOSTS)",
+    )
+    u.set_defaults(check=check)  # before the database is opened: a refused token touches no file
