@@ -35,8 +35,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ted import agent
-from ted.ledger import Ledger
-from ted.llm.base import Completion, Usage
+from ted.ledger import Call, Ledger
+from ted.llm.base import Completion, GenerationSettings, Usage
 from ted.runs import evaluations, jobs
 from ted.runs.datasets import Problem
 from ted.runs.jobs import DistillParams, EpochProgress
@@ -64,7 +64,7 @@ async def build(path: Path, versions: int, attempts: int, console: Console) -> d
         job_id = await _job(store, ledger, attempts)
         first = await store.job_attempts(job_id, 0, "p0")
         critique_id = "bench-critique"
-        reply = CritiqueReply(analysis="The attempts confused a rate with a total.", operations=[])
+        reply = CritiqueReply(analysis="The attempts confused a rate with a total.", diagnoses={}, operations=[])
         await store.ensure_library(LIBRARY)
         async with store.transaction() as db:
             await record_critique(
@@ -145,6 +145,7 @@ async def _job(store: Store, ledger: Ledger, attempts: int) -> str:
     params = DistillParams(library=LIBRARY, student="bench:student", teacher="bench:teacher", epochs=1, rollouts=5)
     items = [Problem(id=f"p{i}", question=f"What is {i} + {i}?", answer=str(2 * i)) for i in range(problems)]
     job = await jobs.create(store, params, items, "bench.jsonl")
+    settings = GenerationSettings()
     completion = Completion(text="Answer: 2", usage=Usage(input_tokens=400, output_tokens=120), model="bench:student")
     for problem in items:
         for rollout in range(rollouts):
@@ -164,7 +165,10 @@ async def _job(store: Store, ledger: Ledger, attempts: int) -> str:
             )
             await store.record_attempt(LIBRARY, attempt, [])
             scope = {"library": LIBRARY, "task_id": f"t-{problem.id}", "job_id": job.id}
-            await ledger.record("student", "bench:student", completion, time.perf_counter(), scope)
+            call = Call(
+                role="student", model="bench:student", scope=scope, settings=settings, started=time.perf_counter()
+            )
+            await ledger.record(call, completion)
     stats = [EpochProgress(epoch=0, attempts=attempts, correct=attempts // 3, critiques=problems // 2, items=15)]
     async with store.transaction() as db:
         await jobs.advance(db, job.id, epoch=1, batch=0, done=problems, stats=stats)

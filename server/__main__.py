@@ -7,14 +7,14 @@ says it serves and then fails every call.
 
 import argparse
 import importlib.metadata
-import os
 import sys
 from pathlib import Path
 
 import anyio
 
+from ted.cli.ui import add_serving_options
 from ted.errors import TedError
-from ted.http_serving import MissingToken, allowed_hosts_from_env, serve
+from ted.http_serving import MissingToken, serve
 from ted.store import Store
 from ted.store.database import default_db_path
 from ted_server.app import build_server
@@ -35,21 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ted-mcp", description="The ted-mcp experience-library MCP server.")
     parser.add_argument("--version", action="version", version=f"ted-mcp {importlib.metadata.version('ted-mcp')}")
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1).")
-    parser.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765).")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("TED_HTTP_TOKEN"),
-        help="Bearer token HTTP clients must send; required off loopback (default: $TED_HTTP_TOKEN).",
-    )
-    parser.add_argument(
-        "--allowed-host",
-        action="append",
-        default=allowed_hosts_from_env(),
-        metavar="NAME",
-        help="Another Host name clients may use, e.g. a reverse proxy's (repeatable; $TED_HTTP_ALLOWED_HOSTS, "
-        "comma-separated). Loopback names and the bind address are always allowed.",
-    )
+    add_serving_options(parser, 8765)  # HTTP only; the same options and rules as `ted ui`
     parser.add_argument("--db", default=None, help="SQLite file (default: $TED_DB or the user data directory).")
     parser.add_argument(
         "--resume-jobs",

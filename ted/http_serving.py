@@ -23,7 +23,6 @@ MCP endpoint and the dashboard alike.
 import asyncio
 import hmac
 import ipaddress
-import os
 import socket
 import sys
 from typing import Any
@@ -120,10 +119,6 @@ def transport_security(host: str, allowed: list[str] | tuple[str, ...] = ()) -> 
         allowed_hosts=[*hosts, *(f"{h}:*" for h in hosts)],
         allowed_origins=[f"{scheme}://{h}{port}" for h in hosts for scheme in ("http", "https") for port in ("", ":*")],
     )
-
-
-def allowed_hosts_from_env() -> list[str]:
-    return [h for h in os.environ.get("TED_HTTP_ALLOWED_HOSTS", "").split(",") if h.strip()]
 
 
 def connection_cap() -> int:

@@ -25,29 +25,34 @@ def check(args: argparse.Namespace) -> None:
 
 
 async def ui(store: Store, args: argparse.Namespace, out: Console) -> None:
-    from ted.http_serving import allowed_hosts_from_env, serve
+    from ted.http_serving import serve
     from ted.ui.app import dashboard
 
-    allowed = [*allowed_hosts_from_env(), *args.allowed_host]
-    app = dashboard(host=args.host, token=args.token, allowed_hosts=allowed, store=store)
+    app = dashboard(host=args.host, token=args.token, allowed_hosts=args.allowed_host, store=store)
     out.print(f"ted ui: the dashboard of {store.path} is on http://{args.host}:{args.port}/ui/", markup=False)
     await serve(app, args.host, args.port)
 
 
-def add_command(command) -> None:
-    u = command("ui", ui, "serve the dashboard: libraries, versions, jobs, reports, review", library=False)
-    u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    u.add_argument("--port", type=int, default=8766, help="port (default 8766)")
-    u.add_argument(
+def add_serving_options(parser: argparse.ArgumentParser, port: int) -> None:
+    """--host, --port, --token and --allowed-host, the same for `ted ui` and `ted-mcp --transport http`."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+    parser.add_argument(
         "--token",
         default=os.environ.get("TED_HTTP_TOKEN"),
-        help="bearer token, required off loopback (default: $TED_HTTP_TOKEN)",
+        help="bearer token clients must send, required off loopback (default: $TED_HTTP_TOKEN)",
     )
-    u.add_argument(
+    parser.add_argument(
         "--allowed-host",
         action="append",
-        default=[],
+        default=[h.strip() for h in os.environ.get("TED_HTTP_ALLOWED_HOSTS", "").split(",") if h.strip()],
         metavar="NAME",
-        help="another Host name browsers may use, e.g. a reverse proxy's (repeatable; $TED_HTTP_ALLOWED_HOSTS)",
+        help="another Host name clients may use, e.g. a reverse proxy's (repeatable; $TED_HTTP_ALLOWED_HOSTS, "
+        "comma-separated); the loopback names and the bind address are always allowed",
     )
+
+
+def add_command(command) -> None:
+    u = command("ui", ui, "serve the dashboard: libraries, versions, jobs, reports, review", library=False)
+    add_serving_options(u, 8766)
     u.set_defaults(check=check)  # before the database is opened: a refused token touches no file

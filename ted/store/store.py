@@ -19,6 +19,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ from ted.errors import Conflict, InvalidInput, NotFound, StoreError, invalid_inp
 from ted.gate import explain
 from ted.llm.base import GenerationSettings
 from ted.prompts import experience_prompt
-from ted.store import quarantine, serving
+from ted.store import evaluations, quarantine, serving
 from ted.store.database import connect, default_db_path, open_probe, timestamp
 from ted.store.operations import OperationWriter
 from ted.store.records import (
@@ -694,6 +695,24 @@ class Store:
                 await mark(db, None)
         async with self.reading() as db:
             return await quarantine.get(db, quarantine_id)
+
+    # ---- evaluation reports --------------------------------------------------------------
+
+    async def keep_evaluation(
+        self, report_id: str, library: str, version: int, report: str, created_at: datetime
+    ) -> None:
+        """Keep an evaluation report (its JSON) so it can be listed and shown again."""
+        async with self.transaction() as db:
+            await evaluations.keep(db, report_id, library, version, report, created_at)
+
+    async def evaluations(self, library: str | None = None, *, limit: int = 50) -> list[str]:
+        """The kept reports' JSON, newest first; of one library, or of all."""
+        async with self.reading() as db:
+            return await evaluations.listed(db, library, limit)
+
+    async def evaluation(self, report_id: str) -> str | None:
+        async with self.reading() as db:
+            return await evaluations.get(db, report_id)
 
     # ---- serving -------------------------------------------------------------------------
 
