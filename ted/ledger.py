@@ -36,6 +36,8 @@ class RoleTotals(BaseModel):
     failed: int
     input_tokens: int
     output_tokens: int
+    cache_read_tokens: int = Field(0, description="Of input_tokens, those read from the provider's prompt cache.")
+    cache_write_tokens: int = Field(0, description="Of input_tokens, those written to the provider's prompt cache.")
     cost_usd: float | None
     latency_ms: int
 
@@ -47,6 +49,8 @@ class CostSummary(BaseModel):
     failed: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float | None = Field(0.0, description="Null when some call's model has no price.")
     unpriced_models: list[str] = Field(default_factory=list)
     by_role: list[RoleTotals] = Field(default_factory=list)
@@ -64,6 +68,8 @@ class CostSummary(BaseModel):
             failed=sum(t.failed for t in totals),
             input_tokens=sum(t.input_tokens for t in totals),
             output_tokens=sum(t.output_tokens for t in totals),
+            cache_read_tokens=sum(t.cache_read_tokens for t in totals),
+            cache_write_tokens=sum(t.cache_write_tokens for t in totals),
             cost_usd=None if unpriced else sum(t.cost_usd or 0.0 for t in totals),
             unpriced_models=unpriced,
             by_role=list(totals),
@@ -187,14 +193,13 @@ class Ledger:
     async def record(
         self, call: Call, completion: Completion | None, *, error: str | None = None, key: str | None = None
     ) -> None:
-        usage = completion.usage if completion else None
-        tokens_in, tokens_out = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
+        usage = completion.usage if completion else Usage()
+        tokens = usage.model_dump(include={"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"})
         row = {
             "role": call.role,
             "model": call.model,
-            "input_tokens": tokens_in,
-            "output_tokens": tokens_out,
-            "cost_usd": cost_usd(call.model, tokens_in, tokens_out),
+            **tokens,
+            "cost_usd": cost_usd(call.model, **tokens),
             "latency_ms": round((time.perf_counter() - call.started) * 1000),
             "ok": error is None,
             "error": error,
@@ -210,17 +215,22 @@ class Ledger:
             )
 
     async def totals(self, *, library: str | None = None, job_id: str | None = None) -> list[RoleTotals]:
-        """Calls, tokens and cost per (role, model), optionally for one library or job."""
+        """Calls, tokens and cost per (role, model), optionally for one library or job.
+
+        Read from `ledger_totals`, which triggers keep as rows are recorded: as cheap at a million
+        calls as at ten.
+        """
         where, args = [], []
         for column, value in (("library", library), ("job_id", job_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
         sql = (
-            "SELECT role, model, count(*) AS calls, sum(1 - ok) AS failed, sum(input_tokens) AS input_tokens,"
-            " sum(output_tokens) AS output_tokens,"
-            " CASE WHEN count(cost_usd) = count(*) THEN sum(cost_usd) END AS cost_usd,"
-            " sum(latency_ms) AS latency_ms FROM model_calls"
+            "SELECT role, model, sum(calls) AS calls, sum(failed) AS failed, sum(input_tokens) AS input_tokens,"
+            " sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,"
+            " sum(cache_write_tokens) AS cache_write_tokens,"
+            " CASE WHEN sum(unpriced) = 0 THEN sum(cost_usd) END AS cost_usd,"
+            " sum(latency_ms) AS latency_ms FROM ledger_totals"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " GROUP BY role, model ORDER BY role, model"
         )

@@ -269,11 +269,32 @@ async def test_kill_mid_batch_and_resume_equals_an_uninterrupted_run(tmp_path: P
 
     assert outcome(db) == clean.outcome
     assert repeated_keys(db) == []
+    assert ledger_totals(db) == ledger_sums(db)  # kept in the ledger rows' own transactions, kill or not
     # The resume asked the model for exactly what the killed run had not recorded: every call of
     # the clean run but the ones paid for before the kill. The single call asked twice over both
     # runs is the one in flight at the kill, whose answer never reached the database.
     assert sum(requests_after_resume.values()) == sum(clean.requests.values()) - paid_before_kill
     assert requests_before_kill + requests_after_resume - clean.requests == Counter({("critique", p4): 1})
+
+
+def ledger_totals(db: Path) -> list[tuple]:
+    """What `ted costs`, get_job and the cap checks read: the totals the triggers kept."""
+    with read_only(db) as c:
+        return c.execute(
+            "SELECT job_id, library, role, model, calls, failed, input_tokens, output_tokens, cache_read_tokens,"
+            " cache_write_tokens, round(cost_usd, 9), unpriced, latency_ms FROM ledger_totals ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+
+
+def ledger_sums(db: Path) -> list[tuple]:
+    """The same figures summed from the ledger's rows."""
+    with read_only(db) as c:
+        return c.execute(
+            "SELECT coalesce(job_id, ''), coalesce(library, ''), role, model, count(*), sum(1 - ok),"
+            " sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),"
+            " round(coalesce(sum(cost_usd), 0), 9), count(*) - count(cost_usd), sum(latency_ms)"
+            " FROM model_calls GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        ).fetchall()
 
 
 def with_faults(fault: Callable[[RecordedRequest], Reply | None]) -> Callable[[RecordedRequest], str | Reply]:

@@ -64,7 +64,9 @@ async def test_text_round_trip(provider):
     assert body["model"] == model.model and request.api_key == "test-key"
     if provider == "anthropic":
         assert request.path == "/v1/messages"
-        assert body["system"] == "Be brief." and body["max_tokens"] == 50
+        # The system prompt is marked for the prompt cache: the stable prefix of repeated calls.
+        assert body["system"] == [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+        assert body["max_tokens"] == 50
         assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]
         assert "tools" not in body and "temperature" not in body and "top_p" not in body
     else:
@@ -347,7 +349,7 @@ async def test_anthropic_prompt_mode_sends_no_tools():
         reply, _ = await structured(model, [Message.user("q")], Answer)
         await model.aclose()
     assert reply.answer == 1 and "tools" not in server.requests[0].body
-    assert "JSON schema" in server.requests[0].body["system"]
+    assert "JSON schema" in server.requests[0].body["system"][0]["text"]
 
 
 def test_a_structured_mode_the_provider_lacks_is_a_config_error():

@@ -5,6 +5,12 @@ Structured replies use tool use: one tool whose input schema is the reply's stri
 tool_choice that forces it, so the reply arrives as the tool's (already parsed) input. A reply
 that ignores the tool falls back to its text, which `ted.llm.structured` then parses or repairs.
 
+The system prompt is marked for Anthropic's prompt cache (`cache_control`): it is the stable
+prefix of the calls ted-mcp repeats, the student's carrying the whole library, sent again for
+every rollout of a batch. A prefix shorter than the model's minimum (1,024 tokens for most) is
+simply not cached; a longer one is written once (at 1.25 times the input price) and read after
+that (at a tenth). The usage figures say which tokens were read and written.
+
 Images go as the documented `image` blocks: a `url` source for an http(s) URL, a `base64`
 source for inline data. Thinking blocks, when a reply has them, are kept as its reasoning.
 The API version this SDK speaks (2026-10-21) takes no sampling settings — temperature, top_p or
@@ -61,7 +67,7 @@ class AnthropicModel(ProviderModel):
         elif output is not None:
             system = join_system(system, schema_instructions(output))
         if system:
-            params["system"] = system
+            params["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
         response = await client.messages.create(
             model=self.model, max_tokens=settings.output_tokens, messages=[_message(m) for m in messages], **params
         )
@@ -96,9 +102,13 @@ def _reply_text(response: Any, output: OutputSchema | None) -> str:
 
 
 def _usage(usage: Any) -> Usage:
-    # Cached prompt tokens are reported apart from input_tokens; the ledger counts every
-    # token the prompt consumed, so they are added back.
-    cached = (getattr(usage, "cache_creation_input_tokens", None) or 0) + (
-        getattr(usage, "cache_read_input_tokens", None) or 0
+    # Anthropic reports cached prompt tokens apart from input_tokens; the ledger counts every
+    # token the prompt consumed, so they are added back, and kept apart for their own prices.
+    written = getattr(usage, "cache_creation_input_tokens", None) or 0
+    read = getattr(usage, "cache_read_input_tokens", None) or 0
+    return Usage(
+        input_tokens=usage.input_tokens + written + read,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=read,
+        cache_write_tokens=written,
     )
-    return Usage(input_tokens=usage.input_tokens + cached, output_tokens=usage.output_tokens)

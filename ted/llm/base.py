@@ -95,8 +95,10 @@ class GenerationSettings(BaseModel):
 
 
 class Usage(BaseModel):
-    input_tokens: int = 0
+    input_tokens: int = Field(0, description="Every prompt token, those served from or written to a cache included.")
     output_tokens: int = 0
+    cache_read_tokens: int = Field(0, description="Of input_tokens, those read from the provider's prompt cache.")
+    cache_write_tokens: int = Field(0, description="Of input_tokens, those written to the provider's prompt cache.")
 
 
 class Completion(BaseModel):

@@ -9,6 +9,10 @@ and sent with `strict: true`, so OpenAI enforces it exactly; the SDK's own helpe
 (`openai.pydantic_function_tool`) leaves pydantic's `oneOf` in place, which strict mode refuses,
 so the schema is made strict in one place for both providers instead.
 
+OpenAI caches a prompt's prefix of 1,024 tokens or more by itself (the system prompt comes
+first, so the student's library is that prefix); the tokens it read from the cache are kept
+apart in the usage, for their lower price.
+
 Images go as `image_url` parts, an http(s) URL as it is and inline data as a `data:` URL.
 A seed, temperature or top_p is sent only when set (reasoning models refuse the latter two).
 Reasoning a server returns apart from the reply (`reasoning_content` from vLLM and DeepSeek,
@@ -96,12 +100,21 @@ class OpenAIModel(ProviderModel):
         reasoning = getattr(choice.message, "reasoning_content", None) or getattr(choice.message, "reasoning", None)
         return Completion(
             text=choice.message.content or choice.message.refusal or "",
-            # Not every compatible server reports usage; zeros then, rather than a failure.
-            usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens) if usage else Usage(),
+            usage=_usage(usage),
             model=self.name,
             truncated=choice.finish_reason == "length",
             reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
         )
+
+
+def _usage(usage: Any) -> Usage:
+    # Not every compatible server reports usage; zeros then, rather than a failure. OpenAI caches
+    # a prompt's prefix by itself and says how much of prompt_tokens it read from the cache.
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens, cache_read_tokens=cached)
 
 
 def _message(message: Message) -> dict[str, Any]:

@@ -154,6 +154,14 @@ class DistillReport(BaseModel):
     cost: CostSummary
     created_at: datetime
 
+    @computed_field
+    @property
+    def student_cache_share(self) -> float | None:
+        """Of the student's input tokens, the share the provider served from its prompt cache."""
+        student = [t for t in self.cost.by_role if t.role == "student"]
+        tokens = sum(t.input_tokens for t in student)
+        return sum(t.cache_read_tokens for t in student) / tokens if tokens else None
+
 
 def paired_bootstrap(
     differences: Sequence[float],

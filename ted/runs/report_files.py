@@ -131,6 +131,7 @@ def distill_markdown(report: DistillReport, *, plot_name: str | None = "report.p
         *([("Concurrency", str(r.concurrency))] if r.concurrency is not None else []),
         *([("Job", r.job_id)] if r.job_id else []),
         *_cost_rows(r.cost),
+        *_cache_rows(r),
     ]
     header = (
         "Epoch",
@@ -240,6 +241,12 @@ def _pp(value: float) -> str:
     # Round first so a difference of -0.0001 prints as +0.0, not -0.0.
     points = round(value * 100, 1) + 0.0
     return f"{points:+.1f} pp"
+
+
+def _cache_rows(report: DistillReport) -> list[tuple[str, str]]:
+    if report.student_cache_share is None:
+        return []
+    return [("Student input tokens served from the prompt cache", f"{report.student_cache_share:.1%}")]
 
 
 def _cost_rows(cost: CostSummary) -> list[tuple[str, str]]:

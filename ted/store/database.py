@@ -100,7 +100,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
             )
         for number, (name, sql) in enumerate(MIGRATIONS, start=1):
             if number not in applied:
-                for statement in filter(str.strip, sql.split(";")):
+                for statement in statements(sql):
                     await db.execute(statement)
                 await db.execute(
                     "INSERT INTO migrations (number, name, applied_at) VALUES (?, ?, ?)",
@@ -111,6 +111,20 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         if db.in_transaction:
             await db.execute("ROLLBACK")
         raise
+
+
+def statements(sql: str) -> list[str]:
+    """A migration's statements, split where SQLite says a statement is complete (so a trigger's
+    body, with its own semicolons, stays whole)."""
+    found, pending = [], ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            found.append(pending.strip().removesuffix(";"))
+            pending = ""
+    found.append(pending.strip())  # the last statement needs no semicolon
+    code = (s for s in found if any(line.strip() and not line.strip().startswith("--") for line in s.splitlines()))
+    return list(code)
 
 
 def open_probe(path: Path) -> sqlite3.Connection | None:

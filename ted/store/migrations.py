@@ -238,4 +238,71 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX evaluations_by_time ON evaluations (created_at)
         """,
     ),
+    (
+        "prompt-cache tokens in the ledger; ledger totals kept as calls are recorded",
+        """
+        ALTER TABLE model_calls ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE model_calls ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+
+        -- What `ted costs`, get_job and a job's cap checks read: one row per (job, library, role,
+        -- model), kept by triggers in the transaction of every ledger row, so no read sums the
+        -- ledger itself. '' stands for no job or no library (NULLs would make the key ambiguous).
+        CREATE TABLE ledger_totals (
+            job_id TEXT NOT NULL,
+            library TEXT NOT NULL,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            calls INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            unpriced INTEGER NOT NULL,
+            latency_ms INTEGER NOT NULL,
+            PRIMARY KEY (job_id, library, role, model)
+        ) WITHOUT ROWID;
+        CREATE INDEX ledger_totals_by_library ON ledger_totals (library);
+
+        CREATE TRIGGER model_calls_add_to_totals AFTER INSERT ON model_calls BEGIN
+            INSERT INTO ledger_totals VALUES (
+                coalesce(new.job_id, ''), coalesce(new.library, ''), new.role, new.model, 1, 1 - new.ok,
+                new.input_tokens, new.output_tokens, new.cache_read_tokens, new.cache_write_tokens,
+                coalesce(new.cost_usd, 0), new.cost_usd IS NULL, new.latency_ms
+            ) ON CONFLICT (job_id, library, role, model) DO UPDATE SET
+                calls = calls + 1,
+                failed = failed + excluded.failed,
+                input_tokens = input_tokens + excluded.input_tokens,
+                output_tokens = output_tokens + excluded.output_tokens,
+                cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+                cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+                cost_usd = cost_usd + excluded.cost_usd,
+                unpriced = unpriced + excluded.unpriced,
+                latency_ms = latency_ms + excluded.latency_ms;
+        END;
+
+        CREATE TRIGGER model_calls_take_from_totals AFTER DELETE ON model_calls BEGIN
+            UPDATE ledger_totals SET
+                calls = calls - 1,
+                failed = failed - (1 - old.ok),
+                input_tokens = input_tokens - old.input_tokens,
+                output_tokens = output_tokens - old.output_tokens,
+                cache_read_tokens = cache_read_tokens - old.cache_read_tokens,
+                cache_write_tokens = cache_write_tokens - old.cache_write_tokens,
+                cost_usd = cost_usd - coalesce(old.cost_usd, 0),
+                unpriced = unpriced - (old.cost_usd IS NULL),
+                latency_ms = latency_ms - old.latency_ms
+            WHERE job_id = coalesce(old.job_id, '') AND library = coalesce(old.library, '')
+                AND role = old.role AND model = old.model;
+            DELETE FROM ledger_totals WHERE calls = 0;
+        END;
+
+        INSERT INTO ledger_totals
+            SELECT coalesce(job_id, ''), coalesce(library, ''), role, model, count(*), sum(1 - ok),
+                sum(input_tokens), sum(output_tokens), 0, 0, coalesce(sum(cost_usd), 0),
+                count(*) - count(cost_usd), sum(latency_ms)
+            FROM model_calls GROUP BY 1, 2, 3, 4
+        """,
+    ),
 ]

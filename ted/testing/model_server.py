@@ -96,6 +96,8 @@ class RecordedRequest(BaseModel):
     status: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def api_key(self) -> str | None:
@@ -118,6 +120,18 @@ class RecordedRequest(BaseModel):
         for message in self.messages:
             texts += _texts(message.get("content"))
         return "\n".join(texts)
+
+    @property
+    def cacheable_prefix(self) -> str | None:
+        """The prompt prefix the provider would cache: for Anthropic the system prompt when a
+        block of it carries `cache_control`; for OpenAI (which caches by itself) the system message."""
+        body = self.body or {}
+        if self.api == "anthropic":
+            system = body.get("system")
+            marked = isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system)
+            return "\n".join(_texts(system)) if marked else None
+        first = self.messages[0] if self.messages else {}
+        return "\n".join(_texts(first.get("content"))) if first.get("role") in ("system", "developer") else None
 
     @property
     def images(self) -> list[dict[str, Any]]:
@@ -153,6 +167,10 @@ def _texts(content: Any) -> list[str]:
     return []
 
 
+# The least prompt prefix Anthropic's Sonnet/Opus and OpenAI's models cache.
+CACHE_MIN_TOKENS = 1024
+
+
 def _tokens(text: str) -> int:
     # A fixed, documented rule (4 characters a token) so tests can predict the usage figures.
     return max(1, math.ceil(len(text) / 4))
@@ -161,11 +179,26 @@ def _tokens(text: str) -> int:
 class ModelServer:
     """Context manager (sync or async) that serves the script on a free port of 127.0.0.1."""
 
-    def __init__(self, script: Script = ("ok",), *, latency: float = 0.0, api_key: str | None = None):
-        """`latency` is added to every request; with `api_key` set, any other key gets a 401."""
+    def __init__(
+        self,
+        script: Script = ("ok",),
+        *,
+        latency: float = 0.0,
+        api_key: str | None = None,
+        cache_min_tokens: int = CACHE_MIN_TOKENS,
+    ):
+        """`latency` is added to every request; with `api_key` set, any other key gets a 401.
+
+        Prompt caching is answered as the providers do: a cacheable prefix (`RecordedRequest.
+        cacheable_prefix`) of at least `cache_min_tokens` is written by the first answer that
+        carries it (Anthropic reports the write; OpenAI bills none) and read by every later request
+        that arrives after that answer went out, in whole blocks of 128 tokens for OpenAI.
+        """
         self.script = script
         self.latency = latency
         self.api_key = api_key
+        self.cache_min_tokens = cache_min_tokens
+        self._cached: dict[tuple[Api, str], float] = {}  # prefix → when the answer that wrote it went out
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -312,8 +345,20 @@ class ModelServer:
             return _error(record.api, bad, "The request body is not JSON with a `messages` list.")
         text, output_tokens, truncated = _fit(reply.text, _max_tokens(record.body))
         record.input_tokens, record.output_tokens = _tokens(record.prompt), output_tokens
+        self._cache(record)
         build = _anthropic_message if record.api == "anthropic" else _openai_completion
         return JSONResponse(build(record, text, truncated, reply.reasoning))
+
+    def _cache(self, record: RecordedRequest) -> None:
+        prefix = record.cacheable_prefix
+        if prefix is None or (tokens := _tokens(prefix)) < self.cache_min_tokens:
+            return
+        with self._lock:
+            written = self._cached.setdefault((record.api, prefix), time.monotonic())
+        if written <= record.received_at:
+            record.cache_read_tokens = tokens if record.api == "anthropic" else tokens // 128 * 128
+        elif record.api == "anthropic":  # in flight before the prefix was cached: it writes too
+            record.cache_write_tokens = tokens
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -355,7 +400,13 @@ def _anthropic_message(record: RecordedRequest, text: str, truncated: bool, reas
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {"input_tokens": record.input_tokens, "output_tokens": record.output_tokens},
+        "usage": {
+            # Anthropic's input_tokens leaves out what was read from or written to the cache.
+            "input_tokens": (record.input_tokens or 0) - record.cache_read_tokens - record.cache_write_tokens,
+            "output_tokens": record.output_tokens,
+            "cache_creation_input_tokens": record.cache_write_tokens,
+            "cache_read_input_tokens": record.cache_read_tokens,
+        },
     }
 
 
@@ -388,6 +439,7 @@ def _openai_completion(record: RecordedRequest, text: str, truncated: bool, reas
             "prompt_tokens": record.input_tokens,
             "completion_tokens": record.output_tokens,
             "total_tokens": (record.input_tokens or 0) + (record.output_tokens or 0),
+            "prompt_tokens_details": {"cached_tokens": record.cache_read_tokens},
         },
     }
 
