@@ -63,10 +63,11 @@ async def get_experiences(
     its token count and budget. Cite a lesson as [E3] when you apply it.
     """
     prompt = await agent.get_experiences(ted(ctx).store, library, task, images, roots=data_roots(), version=version)
-    # The text block mirrors the structured content as compact JSON: the SDK's default
-    # (indented) nearly doubles the reply of the call every agent makes before every task.
+    # The text block is what a model reads (many clients show it nothing else): the prompt and a
+    # line of where it stands, not a second copy of the structured content, which carried the
+    # lessons twice more and was the larger part of the call every agent makes before every task.
     return CallToolResult(
-        content=[TextContent(type="text", text=prompt.model_dump_json())],
+        content=[TextContent(type="text", text=prompt.as_text())],
         structured_content=prompt.model_dump(mode="json"),
     )
 

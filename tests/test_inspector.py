@@ -107,8 +107,11 @@ def test_inspector_reads_the_experience_prompt(tmp_path, db_path, era):
     assert (prompt["library"], prompt["version"]) == ("units", 1)
     assert [(i["id"], i["text"], i["usage_count"]) for i in prompt["items"]] == [("E1", LESSON, 0)]
     assert f"[E1] {LESSON}" in prompt["prompt"]
-    # The text block carries the same object, for clients that ignore structured content.
-    assert json.loads(result["content"][0]["text"]) == prompt
+    # The text block is what a model reads in a client that ignores structured content: the prompt
+    # itself, and where the library stands.
+    text = result["content"][0]["text"]
+    state = f"(library units v1: 1 lesson, {prompt['tokens']} of 4,000 tokens)"
+    assert text == f"{prompt['prompt']}\n\n{state}"
 
 
 def test_inspector_sees_a_refused_argument_as_a_tool_error(tmp_path, db_path):

@@ -542,6 +542,16 @@ class ExperiencePrompt(BaseModel):
     over_budget: bool
     task_id: str | None = Field(None, description="The id `record_attempt` will give this task if you pass none.")
 
+    def as_text(self) -> str:
+        """The prompt and one line of where the library stands: what a model reads of the reply."""
+        lessons = f"{len(self.items)} lesson{'s' * (len(self.items) != 1)}"
+        state = f"library {self.library} v{self.version}: {lessons}, {self.tokens:,} of {self.token_budget:,} tokens"
+        if self.task_id is not None:
+            state += f"; task_id {self.task_id}"
+        if not self.prompt:
+            return f"No lessons yet ({state}). Solve the task as usual and record the attempt."
+        return f"{self.prompt}\n\n({state})"
+
 
 class AttemptResult(CitationsCounted):
     """The reply of `record_attempt`."""
