@@ -7,6 +7,7 @@ from mcp.server.mcpserver import Context
 
 from ted.ledger import Ledger
 from ted.llm.base import Model
+from ted.llm.registry import load_model
 from ted.store import Store
 from ted.store.records import LibraryState
 from ted_server.runner import JobRunner
@@ -19,9 +20,9 @@ class Ted:
     models: Callable[[str], Model]
     runner: JobRunner
 
-    def teacher(self, state: LibraryState) -> Model:
+    async def teacher(self, state: LibraryState) -> Model:
         """The library's own teacher, else `TED_TEACHER`; resolved per call so keys are read late."""
-        return self.models(state.model_for("teacher"))
+        return await load_model(self.models, state.model_for("teacher"))
 
 
 def ted(ctx: Context) -> Ted:

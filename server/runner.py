@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 from ted.errors import InvalidInput, TedError
 from ted.ledger import Ledger
 from ted.llm.base import Model
+from ted.llm.registry import load_model
 from ted.redaction import redact
 from ted.runs import jobs
 from ted.runs.distill import run_job
@@ -46,7 +47,7 @@ class JobRunner:
         started = []
         for job_id in await jobs.interrupted(self.store):
             job = await jobs.get(self.store, job_id)
-            why = self._cannot_run(job) if resume else None
+            why = await self._cannot_run(job) if resume else None
             if resume and why is None:
                 self.start(job_id)
                 started.append(job_id)
@@ -62,10 +63,11 @@ class JobRunner:
             )
         return started
 
-    def _cannot_run(self, job: Job) -> str | None:
+    async def _cannot_run(self, job: Job) -> str | None:
         """Why this process should not take `job` over by itself, or None."""
         try:
-            here = jobs.endpoints(self.models(job.params.student), self.models(job.params.teacher))
+            models = [await load_model(self.models, name) for name in (job.params.student, job.params.teacher)]
+            here = jobs.endpoints(*models)
         except TedError as e:
             return str(e)
         if job.config and here != job.config:

@@ -28,7 +28,7 @@ async def request_critique(
     """
     shared = ted(ctx)
     state = await shared.store.library_state(library)
-    teacher, settings = shared.teacher(state), state.generation_for("teacher")
+    teacher, settings = await shared.teacher(state), state.generation_for("teacher")
     return await critique_task(shared.store, shared.ledger, teacher, library, task_id, settings)
 
 

@@ -15,6 +15,7 @@ from ted.gate import check, explain, normalise
 from ted.grading import grade_attempt
 from ted.ledger import Ledger
 from ted.llm.base import Model
+from ted.llm.registry import load_model
 from ted.store import Store
 from ted.store.records import (
     AddOp,
@@ -159,9 +160,8 @@ async def compress(
     teacher = None
     if strategy == "teacher":
         state = await store.library_state(library)
-        teacher = ledger.bind(
-            models(state.model_for("teacher")), "compress", library=library, settings=state.generation_for("teacher")
-        )
+        teacher = await load_model(models, state.model_for("teacher"))
+        teacher = ledger.bind(teacher, "compress", library=library, settings=state.generation_for("teacher"))
     return await compress_library(store, library, strategy=strategy, teacher=teacher, dry_run=dry_run, seed=seed)
 
 

@@ -99,9 +99,10 @@ def plan(*operations: dict[str, Any]) -> dict[str, Any]:
 
 
 def without_ledger(dump: dict[str, list[tuple]]) -> tuple[dict[str, list[tuple]], int]:
-    """A `dump_database` result without the ledger (and its AUTOINCREMENT counter), and the
+    """A `dump_database` result without the ledger (its totals and AUTOINCREMENT counter), and the
     number of ledger rows: a paid model call is recorded even when nothing else may change."""
     dump = dict(dump)
     calls = dump.pop("model_calls", [])
+    dump.pop("ledger_totals", None)
     dump["sqlite_sequence"] = [row for row in dump.get("sqlite_sequence", []) if row[0] != "model_calls"]
     return dump, len(calls)

@@ -23,7 +23,7 @@ from ted.llm.base import (
 )
 from ted.llm.capabilities import takes_images
 from ted.llm.provider import ModelSettings, StructuredOutput
-from ted.llm.registry import PROVIDERS, clear_model_cache, get_model
+from ted.llm.registry import PROVIDERS, clear_model_cache, get_model, load_model
 from ted.llm.scripted import ScriptedModel, ScriptedRequest
 from ted.llm.structured import extract_json, output_schema, parse_reply, strict_schema, structured
 
@@ -51,6 +51,7 @@ __all__ = [
     "clear_model_cache",
     "extract_json",
     "get_model",
+    "load_model",
     "output_schema",
     "parse_reply",
     "strict_schema",

@@ -14,7 +14,9 @@ settings), so every caller of one model shares its concurrency bound.
 
 import os
 import threading
+from collections.abc import Callable
 
+import anyio
 from pydantic import BaseModel
 
 from ted.errors import ConfigError
@@ -70,6 +72,26 @@ def get_model(name: str, settings: ModelSettings | None = None) -> Model:
         if model is None:
             model = _cache[key] = _build(name, provider_name, model_id, provider, resolved)
     return model
+
+
+async def load_model(models: Callable[[str], Model], name: str) -> Model:
+    """`models(name)`, with the provider's SDK imported first in a worker thread.
+
+    Importing an SDK takes a second or more; done inside `models(name)` on the event loop, it
+    would hold every other client's call for that long (the first `distill_batch`, the first
+    critique after a start).
+    """
+    await anyio.to_thread.run_sync(import_adapter, name)
+    return models(name)
+
+
+def import_adapter(name: str) -> None:
+    """Import the adapter (and SDK) a model name needs, if it needs one; blocking."""
+    provider = ALIASES.get(name.partition(":")[0], name.partition(":")[0])
+    if provider == "anthropic":
+        import ted.llm.anthropic  # noqa: F401
+    elif provider in PROVIDERS and provider != "scripted":
+        import ted.llm.openai  # noqa: F401
 
 
 def clear_model_cache() -> None:

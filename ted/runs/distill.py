@@ -47,6 +47,7 @@ from ted.errors import Conflict, InvalidReply, ModelError, ModelRefused, TedErro
 from ted.ledger import Ledger, Role
 from ted.llm.base import Model
 from ted.llm.capabilities import require_images
+from ted.llm.registry import load_model
 from ted.redaction import redact
 from ted.runs import jobs
 from ted.runs.datasets import Problem
@@ -455,7 +456,7 @@ async def run_job(
     held = await jobs.validation_problems(store, job_id)
     ending: tuple[jobs.JobState, str | None] = ("done", None)
     try:
-        student, teacher = models(job.params.student), models(job.params.teacher)
+        student, teacher = [await load_model(models, name) for name in (job.params.student, job.params.teacher)]
         await jobs.record_config(store, job_id, jobs.endpoints(student, teacher))
         tasks = await anyio.to_thread.run_sync(read_tasks, problems)
         held_tasks = await anyio.to_thread.run_sync(read_tasks, held)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, computed_field
 from ted.errors import ConfigError, InvalidInput, invalid_input
 from ted.llm.base import GenerationSettings, Model
 from ted.llm.capabilities import require_images
+from ted.llm.registry import load_model
 from ted.runs import jobs
 from ted.runs.datasets import Dataset, Problem
 from ted.runs.jobs import DistillParams, Job
@@ -144,7 +145,7 @@ async def prepare_job(
     except ValidationError as e:
         raise invalid_input(e, "Invalid", field=field) from None
     train, held = held_out(params, data.problems, validation_set.problems if validation_set else None, field)
-    config = _check_models(models, params, [*train, *held]) if check_models else {}
+    config = await _check_models(models, params, [*train, *held]) if check_models else {}
     settings = state.settings
     return Prepared(
         params=params,
@@ -197,7 +198,7 @@ async def prepare_resume(store: Store, models: Callable[[str], Model], job_id: s
     job = await jobs.get(store, job_id)
     problems, solutions = await jobs.problems(store, job_id)
     validation = await jobs.validation_problems(store, job_id)
-    config = _check_models(models, job.params, [*problems, *validation])
+    config = await _check_models(models, job.params, [*problems, *validation])
     settings = (await jobs.library_for(store, job.params.library)).settings
     guess = estimate(job.params, problems, settings.encoding, settings.token_budget, validation)
     return Prepared(
@@ -233,9 +234,11 @@ def _model_name(state: LibraryState, role: Literal["student", "teacher"], given:
         return NOT_CONFIGURED
 
 
-def _check_models(models: Callable[[str], Model], params: DistillParams, problems: list[Problem]) -> dict[str, str]:
+async def _check_models(
+    models: Callable[[str], Model], params: DistillParams, problems: list[Problem]
+) -> dict[str, str]:
     """Where each model is reached; a missing key, or a text-only model for images, fails now."""
-    resolved = [models(name) for name in (params.student, params.teacher)]
+    resolved = [await load_model(models, name) for name in (params.student, params.teacher)]
     if any(p.images for p in problems):
         for model in resolved:
             require_images(model.name, "this dataset")
