@@ -143,6 +143,20 @@ class Call(BaseModel):
 class Ledger:
     def __init__(self, store: Store):
         self.store = store
+        # job id → the keys it stored in this process, for a job that had no keyed call before it
+        # began here: any other key of it cannot have a stored reply, so none is looked up.
+        self._fresh: dict[str, set[str]] = {}
+
+    async def begin(self, job_id: str) -> None:
+        """Before a job runs here: whether it has replies to replay at all (a resumed one)."""
+        async with (
+            self.store.reading() as db,
+            db.execute("SELECT 1 FROM model_calls WHERE job_id = ? AND call_key IS NOT NULL LIMIT 1", (job_id,)) as c,
+        ):
+            if await c.fetchone() is None:
+                self._fresh[job_id] = set()
+            else:
+                self._fresh.pop(job_id, None)
 
     def bind(
         self,
@@ -161,6 +175,8 @@ class Ledger:
         return RecordedModel(model, self, role, scope, key, settings)
 
     async def stored_reply(self, job_id: str | None, key: str) -> Completion | None:
+        if job_id in self._fresh and key not in self._fresh[job_id]:
+            return None
         async with (
             self.store.reading() as db,
             db.execute(
@@ -209,6 +225,8 @@ class Ledger:
         }
         if key is not None and completion is not None:
             row |= {"call_key": key, "reply": completion.text, "reasoning": completion.reasoning}
+            if (stored := self._fresh.get(call.scope["job_id"])) is not None:
+                stored.add(key)
         async with self.store.transaction() as db:
             await db.execute(
                 f"INSERT INTO model_calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())

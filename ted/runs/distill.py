@@ -452,6 +452,7 @@ async def run_job(
     """
     owner = owner or jobs.this_process()
     job = await jobs.claim(store, job_id, owner)
+    await ledger.begin(job_id)
     problems, solutions = await jobs.problems(store, job_id)
     held = await jobs.validation_problems(store, job_id)
     ending: tuple[jobs.JobState, str | None] = ("done", None)
