@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from ted.errors import InvalidInput
 from ted.files import data_roots
 from ted.llm.base import GenerationSettings
+from ted.llm.registry import load_model
 from ted.runs import jobs
 from ted.runs.datasets import Dataset, dataset_from_items, load_dataset
 from ted.runs.evidence import measure_evidence as measure
@@ -249,7 +250,7 @@ async def measure_evidence(
         return EvidenceMeasured(version=guess.version, calls=guess.calls, accuracy=None, lessons=[])
     estimate = measurement.within(max_calls)  # refused before a model is even named
     state = await shared.store.library_state(library)
-    model = shared.models(state.model_for("student"))
+    model = await load_model(shared.models, state.model_for("student"))
     done = {"n": 0}
 
     def tick(_: bool) -> None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from ted.errors import ModelError, NotFound
 from ted.ledger import Ledger
 from ted.llm.base import Message, Model
+from ted.llm.registry import load_model
 from ted.llm.structured import structured
 from ted.prompts import GUARD_SYSTEM, guard_prompt
 from ted.store import Store
@@ -65,7 +66,7 @@ class Guard:
         return {t: reason for t in texts if (reason := self._verdicts.get((name, t), ""))}
 
     async def _review(self, name: str, library: str, texts: list[str]) -> list[str]:
-        model = self.ledger.bind(self.models(name), "guard", library=library)
+        model = self.ledger.bind(await load_model(self.models, name), "guard", library=library)
         try:
             reply, _ = await structured(model, [Message.user(guard_prompt(texts))], GuardReply, system=GUARD_SYSTEM)
         except ModelError as e:
