@@ -54,12 +54,13 @@ import json
 import math
 import os
 import re
+import sqlite3
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 from ted.ledger import Ledger
@@ -159,17 +160,17 @@ async def distil(args: argparse.Namespace, directory: Path, *, latency: float, c
         started, cpu = time.perf_counter(), time.process_time()
         job = await run_job(store, ledger, resolve, job.id, on_progress=on_progress)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-        async with (
-            store.reading() as db,
-            db.execute(
-                "SELECT role, call_key, input_tokens, output_tokens, latency_ms FROM model_calls"
-                " WHERE job_id = ? AND ok ORDER BY id",
-                (job.id,),
-            ) as cursor,
-        ):
-            calls = [dict(row) for row in await cursor.fetchall()]
-        async with store.reading() as db:
-            (attempts,) = await (await db.execute("SELECT count(*) FROM attempts")).fetchone()
+        calls = await store.read(
+            lambda db: [
+                dict(row)
+                for row in db.execute(
+                    "SELECT role, call_key, input_tokens, output_tokens, latency_ms FROM model_calls"
+                    " WHERE job_id = ? AND ok ORDER BY id",
+                    (job.id,),
+                )
+            ]
+        )
+        (attempts,) = await store.read(lambda db: db.execute("SELECT count(*) FROM attempts").fetchone())
         bytes_per_attempt = (await database_bytes(store) - size_before) / attempts
     assert job.state == "done", f"the job ended {job.state}: {job.error}"
     return {
@@ -187,10 +188,10 @@ async def distil(args: argparse.Namespace, directory: Path, *, latency: float, c
 
 async def database_bytes(store: Store) -> int:
     """The pages in use, once the write-ahead log is folded into the file."""
-    async with store.reading() as db:
-        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with closing(sqlite3.connect(store.path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         (pages,), (free,), (size,) = [
-            await (await db.execute(f"PRAGMA {p}")).fetchone() for p in ("page_count", "freelist_count", "page_size")
+            db.execute(f"PRAGMA {p}").fetchone() for p in ("page_count", "freelist_count", "page_size")
         ]
     return (pages - free) * size
 

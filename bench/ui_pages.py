@@ -66,10 +66,11 @@ async def build(path: Path, versions: int, attempts: int, console: Console) -> d
         critique_id = "bench-critique"
         reply = CritiqueReply(analysis="The attempts confused a rate with a total.", diagnoses={}, operations=[])
         await store.ensure_library(LIBRARY)
-        async with store.transaction() as db:
-            await record_critique(
+        await store.write(
+            lambda db: record_critique(
                 db, LIBRARY, critique_id, "t-bench", "bench:teacher", [a.id for a in first], None, reply, []
             )
+        )
         provenance = {"source": "critique", "critique_id": critique_id, "attempt_ids": [a.id for a in first]}
         await store.apply(LIBRARY, [AddOp(text=t, provenance=provenance) for _, t in LESSONS], "add", "seed")
         rng = random.Random(0)
@@ -170,8 +171,7 @@ async def _job(store: Store, ledger: Ledger, attempts: int) -> str:
             )
             await ledger.record(call, completion)
     stats = [EpochProgress(epoch=0, attempts=attempts, correct=attempts // 3, critiques=problems // 2, items=15)]
-    async with store.transaction() as db:
-        await jobs.advance(db, job.id, epoch=1, batch=0, done=problems, stats=stats)
+    await store.write(lambda db: jobs.advance(db, job.id, epoch=1, batch=0, done=problems, stats=stats))
     await jobs.finish(store, job.id, "done")
     return job.id
 

@@ -96,11 +96,12 @@ def reported_as(error: type[Exception], fn: Callable[..., Awaitable[Any]]) -> Ca
 # What a reply's schema does without: the limits and defaults of what a caller may send (a reply
 # carries every field, within the server's own limits), `required` (a reply carries every field
 # its record declares, defaults and nulls included: the list only repeated the property names,
-# a tenth of tools/list), and prose. A client checks a reply against its schema; the model reads
-# the reply itself, and the tool's description says what it means.
+# a tenth of tools/list), formats (a reply's times are the server's own), and prose. A client
+# checks a reply against its schema; the model reads the reply itself, and the tool's description
+# says what it means.
 REPLY_DROPS = frozenset(
     {"default", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-    | {"minItems", "maxItems", "description", "required"}
+    | {"minItems", "maxItems", "description", "required", "format"}
 )
 
 

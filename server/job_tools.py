@@ -24,7 +24,7 @@ JobId = Annotated[str, Field(min_length=1, max_length=64, description="A job id,
 ModelName = Annotated[str | None, Field(description="provider:model; default: the library's, else the server's.")]
 Sampling = Annotated[
     GenerationSettings | None,
-    Field(description="max_tokens, temperature, top_p, seed; over the library's and TED_STUDENT_* / TED_TEACHER_*."),
+    Field(description="Over the library's settings and TED_STUDENT_* / TED_TEACHER_*."),
 ]
 FailureShare = Annotated[
     float, Field(gt=0, le=1, description="Fail the job once this share of one batch's critiques failed (1: all).")

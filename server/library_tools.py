@@ -53,7 +53,7 @@ async def get_experiences(
             "back as task_id, the id record_attempt gives this task."
         ),
     ] = None,
-    images: Images = [],
+    images: Annotated[Images, Field(description="The task's images, as record_attempt takes them.")] = [],
     version: VersionChoice = "served",
 ) -> Annotated[CallToolResult, ExperiencePrompt]:
     """Read the experience library before you solve a task.
@@ -149,9 +149,17 @@ async def remove_experience(ctx: Context, library: LibraryName, id: LessonId) ->
     return await agent.remove_experience(ted(ctx).store, library, id, source="remove_experience")
 
 
-async def list_libraries(ctx: Context) -> LibraryList:
-    """List the experience libraries with their version, size, token count and attempts."""
-    return LibraryList(libraries=await ted(ctx).store.list_libraries())
+async def list_libraries(
+    ctx: Context,
+    after: Annotated[str, Field(max_length=64, description="The next_after of the page before.")] = "",
+    limit: Annotated[int, Field(ge=1, le=1000, description="Libraries per page.")] = 100,
+) -> LibraryList:
+    """List the experience libraries by name, with their version, size, tokens and attempts,
+    `limit` at a time."""
+    # One more than the page, to know whether another follows.
+    libraries = await ted(ctx).store.list_libraries(after, limit + 1)
+    more = len(libraries) > limit
+    return LibraryList(libraries=libraries[:limit], next_after=libraries[limit - 1].name if more else None)
 
 
 async def rollback_library(

@@ -61,12 +61,16 @@ RESOURCES = [
 ]
 
 
+LISTED_LIBRARIES = 100
+
+
 async def libraries_listed(ctx: ServerRequestContext[Ted, Any], call_next) -> Any:
     """Server middleware: `resources/list` as the SDK answers it, plus each library's prompt."""
     result = await call_next(ctx)
     if ctx.method != "resources/list":
         return result
-    for library in await ctx.lifespan_context.store.list_libraries():
+    # The first libraries by name: a client loads this list whole, and list_libraries pages the rest.
+    for library in await ctx.lifespan_context.store.list_libraries(limit=LISTED_LIBRARIES):
         listed = Resource(
             uri=f"ted://libraries/{library.name}/prompt",
             name=library.name,

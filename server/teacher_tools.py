@@ -20,10 +20,9 @@ async def request_critique(
     """Ask the teacher to critique your recorded attempts at a task and update the library.
 
     Call it after record_attempt, once the task has a ground truth or an outcome. The
-    teacher compares the attempts with its own (cached) solution and the ground truth and
-    turns what it finds into general lessons: new ones, sharper wordings, deletions. The
-    reply lists what changed and the new version; the library is compressed if it grew
-    past its budget. Lessons that copy the attempts or address the agent are rejected.
+    teacher compares them with its own solution and the ground truth and turns what it finds
+    into general lessons. The reply lists what changed and the new version; the library is
+    compressed if it grew past its budget. Lessons that copy the attempts or address the agent are rejected.
     Needs a teacher model on the server; without one, skip it and keep recording attempts.
     """
     shared = ted(ctx)
@@ -44,11 +43,9 @@ async def compress_library(
 ) -> CompressionResult:
     """Shrink a library to its token budget and item cap.
 
-    The teacher sees every lesson with its priority (log(1 + usage), or its measured evidence
-    when the library ranks by evidence), helpful/harmful counts and tokens, and merges,
-    rewrites, deletes or retains each; if its plan still leaves the library over budget the
-    lowest-priority lessons are removed. Applied as one version (undo with
-    rollback_library); with dry_run=true nothing changes.
+    The teacher merges, rewrites, deletes or retains each lesson, seeing its priority, counts
+    and tokens; if that still leaves the library over budget, the lowest-priority lessons go.
+    Applied as one version (undo with rollback_library); with dry_run=true nothing changes.
     """
     shared = ted(ctx)
     return await agent.compress(

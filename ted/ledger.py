@@ -11,9 +11,10 @@ model: a resumed job never pays twice. The n-th call through one bound model use
 (n > 1), so a structured reply's repair call is replayed as the repair, not as the first reply.
 """
 
+import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -87,6 +88,7 @@ class RecordedModel:
         scope: dict[str, str | None],
         key: str | None = None,
         settings: GenerationSettings | None = None,
+        defer: bool = False,
     ):
         self.inner = inner
         self.name = inner.name
@@ -96,6 +98,11 @@ class RecordedModel:
         self._key = key
         self._settings = settings or GenerationSettings()
         self._calls = 0
+        self._defer = defer
+        # With `defer`, the rows of successful calls wait here for the caller to write them in its
+        # own transaction (`Ledger.writer`): a student's reply and the attempt it became commit
+        # together, and the reply is stored once, as the attempt's trajectory.
+        self.deferred: list[dict[str, Any]] = []
 
     async def complete(
         self,
@@ -107,7 +114,9 @@ class RecordedModel:
     ) -> Completion:
         self._calls += 1
         key = None if self._key is None else self._key if self._calls == 1 else f"{self._key}#{self._calls}"
-        if key is not None and (stored := await self._ledger.stored_reply(self._scope["job_id"], key)) is not None:
+        # A deferred call's reply is kept as what the caller writes with it, not replayed from here.
+        replay = key is not None and not self._defer
+        if replay and (stored := await self._ledger.stored_reply(self._scope["job_id"], key)) is not None:
             return stored.model_copy(update={"model": self.name})
         # Recorded as sent: without the sampling settings the provider does not take.
         settings = (
@@ -119,7 +128,10 @@ class RecordedModel:
         except ModelError as e:
             await self._ledger.record(call, None, error=str(e))
             raise
-        await self._ledger.record(call, completion, key=key)
+        if self._defer:
+            self.deferred.append(self._ledger.row(call, completion, key=key, reply=False))
+        else:
+            await self._ledger.record(call, completion, key=key)
         return completion
 
 
@@ -149,14 +161,11 @@ class Ledger:
 
     async def begin(self, job_id: str) -> None:
         """Before a job runs here: whether it has replies to replay at all (a resumed one)."""
-        async with (
-            self.store.reading() as db,
-            db.execute("SELECT 1 FROM model_calls WHERE job_id = ? AND call_key IS NOT NULL LIMIT 1", (job_id,)) as c,
-        ):
-            if await c.fetchone() is None:
-                self._fresh[job_id] = set()
-            else:
-                self._fresh.pop(job_id, None)
+        sql = "SELECT 1 FROM model_calls WHERE job_id = ? AND call_key IS NOT NULL LIMIT 1"
+        if await self.store.read(lambda db: db.execute(sql, (job_id,)).fetchone()) is None:
+            self._fresh[job_id] = set()
+        else:
+            self._fresh.pop(job_id, None)
 
     def bind(
         self,
@@ -168,26 +177,21 @@ class Ledger:
         job_id: str | None = None,
         key: str | None = None,
         settings: GenerationSettings | None = None,
+        defer: bool = False,
     ) -> RecordedModel:
         """`model`, called with `settings` and recording every call; with `key`, replaying the reply
-        stored under (job_id, key)."""
+        stored under (job_id, key); with `defer`, leaving successful calls' rows to the caller."""
         scope = {"library": library, "task_id": task_id, "job_id": job_id}
-        return RecordedModel(model, self, role, scope, key, settings)
+        return RecordedModel(model, self, role, scope, key, settings, defer)
 
     async def stored_reply(self, job_id: str | None, key: str) -> Completion | None:
         if job_id in self._fresh and key not in self._fresh[job_id]:
             return None
-        async with (
-            self.store.reading() as db,
-            db.execute(
-                "SELECT reply, reasoning, input_tokens, output_tokens FROM model_calls"
-                " WHERE job_id IS ? AND call_key = ? AND ok"
-                " AND reply IS NOT NULL ORDER BY id DESC LIMIT 1",
-                (job_id, key),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        if row is None:
+        sql = (
+            "SELECT reply, reasoning, input_tokens, output_tokens FROM model_calls"
+            " WHERE job_id IS ? AND call_key = ? AND ok AND reply IS NOT NULL ORDER BY id DESC LIMIT 1"
+        )
+        if (row := await self.store.read(lambda db: db.execute(sql, (job_id, key)).fetchone())) is None:
             return None
         usage = Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"])
         return Completion(text=row["reply"], reasoning=row["reasoning"], usage=usage, model="")
@@ -199,16 +203,35 @@ class Ledger:
         resumed job the same way forever, so the resumed job asks again. The rows stay, with
         their cost; they only lose the key.
         """
-        async with self.store.transaction() as db:
-            await db.execute(
-                "UPDATE model_calls SET call_key = NULL"
-                " WHERE job_id = ? AND (call_key = ? OR substr(call_key, 1, ?) = ?)",
-                (job_id, key, len(key) + 1, f"{key}#"),
-            )
+        sql = "UPDATE model_calls SET call_key = NULL WHERE job_id = ? AND (call_key = ? OR substr(call_key, 1, ?) = ?)"
+        await self.store.write(lambda db: db.execute(sql, (job_id, key, len(key) + 1, f"{key}#")))
 
     async def record(
         self, call: Call, completion: Completion | None, *, error: str | None = None, key: str | None = None
     ) -> None:
+        await self.store.write(self.writer(self.row(call, completion, error=error, key=key)))
+
+    def writer(self, *rows: dict[str, Any]) -> Callable[[sqlite3.Connection], None]:
+        """What writes these ledger rows, inside whatever transaction runs it."""
+
+        def write(db: sqlite3.Connection) -> None:
+            for row in rows:
+                columns, marks = ", ".join(row), ", ".join("?" * len(row))
+                db.execute(f"INSERT INTO model_calls ({columns}) VALUES ({marks})", tuple(row.values()))
+
+        return write
+
+    def row(
+        self,
+        call: Call,
+        completion: Completion | None,
+        *,
+        error: str | None = None,
+        key: str | None = None,
+        reply: bool = True,
+    ) -> dict[str, Any]:
+        """The ledger row of a call, under `key`; with `reply`, holding the reply for a resumed job
+        to replay."""
         usage = completion.usage if completion else Usage()
         tokens = usage.model_dump(include={"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"})
         row = {
@@ -223,14 +246,13 @@ class Ledger:
             "settings": call.settings_json,
             "created_at": timestamp(),
         }
-        if key is not None and completion is not None:
-            row |= {"call_key": key, "reply": completion.text, "reasoning": completion.reasoning}
+        if key is not None:
+            row["call_key"] = key
+        if key is not None and completion is not None and reply:
+            row |= {"reply": completion.text, "reasoning": completion.reasoning}
             if (stored := self._fresh.get(call.scope["job_id"])) is not None:
                 stored.add(key)
-        async with self.store.transaction() as db:
-            await db.execute(
-                f"INSERT INTO model_calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
-            )
+        return row
 
     async def totals(self, *, library: str | None = None, job_id: str | None = None) -> list[RoleTotals]:
         """Calls, tokens and cost per (role, model), optionally for one library or job.
@@ -252,5 +274,5 @@ class Ledger:
             + (" WHERE " + " AND ".join(where) if where else "")
             + " GROUP BY role, model ORDER BY role, model"
         )
-        async with self.store.reading() as db, db.execute(sql, args) as cursor:
-            return [RoleTotals(**dict(row)) for row in await cursor.fetchall()]
+        rows = await self.store.read(lambda db: db.execute(sql, args).fetchall())
+        return [RoleTotals(**dict(row)) for row in rows]

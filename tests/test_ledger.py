@@ -15,13 +15,13 @@ class CountingReads:
 
     def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch):
         self.count = 0
-        reading = store.reading
+        read = store.read
 
-        def counted():
+        async def counted(fn):
             self.count += 1
-            return reading()
+            return await read(fn)
 
-        monkeypatch.setattr(store, "reading", counted)
+        monkeypatch.setattr(store, "read", counted)
 
 
 async def test_a_fresh_job_looks_up_no_reply_and_a_resumed_one_replays_them(db_path, monkeypatch):

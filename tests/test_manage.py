@@ -109,6 +109,21 @@ async def test_delete_library_needs_the_name_again_and_takes_everything_with_it(
     assert (await call(client, "get_experiences", {"library": "gone"}))["version"] == 0  # a new one may start
 
 
+async def test_list_libraries_pages_by_name_and_resources_list_the_first(client, db_path):
+    for name in ("e", "a", "d", "c", "b"):
+        await call(client, "add_experience", {"library": name, "text": LESSON})
+    pages, after = [], ""
+    while after is not None:
+        page = await call(client, "list_libraries", {"after": after, "limit": 2})
+        pages.append([lib["name"] for lib in page["libraries"]])
+        after = page["next_after"]
+    assert pages == [["a", "b"], ["c", "d"], ["e"]]
+    assert (await call(client, "list_libraries", {}))["next_after"] is None  # 100 at a time by default
+    assert "limit" in await refused(client, db_path, "list_libraries", {"limit": 0})
+    listed = [r.uri for r in (await client.list_resources()).resources if r.uri.endswith("/prompt")]
+    assert listed == [f"ted://libraries/{name}/prompt" for name in "abcde"]
+
+
 class Held:
     """A `before` hook for the classroom that keeps every student call waiting."""
 

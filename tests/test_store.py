@@ -7,9 +7,11 @@ import pytest
 from ted import agent
 from ted.errors import InvalidInput, NotFound
 from ted.ledger import Ledger
+from ted.prompts import experience_prompt
 from ted.store import Store
 from ted.store.migrations import MIGRATIONS
 from ted.store.records import AddOp, DeleteOp, MergeOp, RewriteOp
+from ted.tokens import count_tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -134,23 +136,39 @@ async def test_budget_counts_the_prompt_as_prepended(store):
     assert prompt.items[0].tokens == count_tokens(prompt.items[0].text)
 
 
-async def test_ledger_totals_are_built_from_the_rows_of_an_older_database(db_path, monkeypatch):
-    """A database from before the ledger kept its totals gets them summed once, by the migration."""
+async def test_ledger_totals_and_version_counts_are_built_for_an_older_database(db_path, monkeypatch):
+    """A database from before the ledger kept its totals, and versions their counts, gets them
+    once: the totals summed by the migration, each version's tokens counted when the store opens."""
     import ted.store.database
 
     older = next(i for i, (name, _) in enumerate(MIGRATIONS) if "ledger totals" in name)
     monkeypatch.setattr(ted.store.database, "MIGRATIONS", MIGRATIONS[:older])
-    async with Store.open(db_path) as store, store.transaction() as db:
-        for n in range(7):
-            await db.execute(
-                "INSERT INTO model_calls (role, model, input_tokens, output_tokens, cost_usd, latency_ms, ok, library,"
-                " job_id, created_at) VALUES (?, 'm:x', 100, 10, ?, 5, ?, 'lib', ?, '2026-01-01')",
-                ("student" if n % 2 else "critique", None if n == 6 else 0.01, int(n != 3), "job-1" if n < 4 else None),
-            )
+    db = ted.store.database._open_writer(db_path, False)  # the schema as that ted-mcp left it
+    for n in range(7):
+        db.execute(
+            "INSERT INTO model_calls (role, model, input_tokens, output_tokens, cost_usd, latency_ms, ok, library,"
+            " job_id, created_at) VALUES (?, 'm:x', 100, 10, ?, 5, ?, 'lib', ?, '2026-01-01')",
+            ("student" if n % 2 else "critique", None if n == 6 else 0.01, int(n != 3), "job-1" if n < 4 else None),
+        )
+    db.execute(
+        "INSERT INTO libraries (name, settings, created_at, updated_at) VALUES ('lib', '{}', ?, ?)",
+        ("2026-01-01T00:00:00+00:00",) * 2,
+    )
+    snapshot = '[{"id": "E1", "text": "Check units."}, {"id": "E2", "text": "Estimate first."}]'
+    db.execute(
+        "INSERT INTO library_versions (library_id, version, kind, reason, operations, snapshot, created_at)"
+        " VALUES (1, 0, 'create', '', '[]', '[]', ''), (1, 1, 'import', '', '[]', ?, '')",
+        (snapshot,),
+    )
+    db.execute("UPDATE libraries SET version = 1")
+    db.close()
     monkeypatch.setattr(ted.store.database, "MIGRATIONS", MIGRATIONS)
     async with Store.open(db_path) as store:
         ledger = Ledger(store)
         job = [(t.role, t.calls, t.failed, t.input_tokens, t.cost_usd) for t in await ledger.totals(job_id="job-1")]
         everything = [(t.role, t.calls, t.cost_usd) for t in await ledger.totals()]
+        [summary] = await store.list_libraries()
+    text = experience_prompt([("E1", "Check units."), ("E2", "Estimate first.")])
+    assert (summary.items, summary.tokens) == (2, count_tokens(text))
     assert job == [("critique", 2, 0, 200, pytest.approx(0.02)), ("student", 2, 1, 200, pytest.approx(0.02))]
     assert everything == [("critique", 4, None), ("student", 3, pytest.approx(0.03))]  # one critique unpriced

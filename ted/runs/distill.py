@@ -34,6 +34,7 @@ A batch is applied whole or not at all, so a crash, a cancel or a model failure 
 half of one in the library.
 """
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from pydantic import BaseModel
 
 from ted.citations import cited_ids
 from ted.errors import Conflict, InvalidReply, ModelError, ModelRefused, TedError
-from ted.ledger import Ledger, Role
+from ted.ledger import Ledger, RecordedModel, Role
 from ted.llm.base import Model
 from ted.llm.capabilities import require_images
 from ted.llm.registry import load_model
@@ -104,7 +105,10 @@ class Distillation:
     def params(self) -> DistillParams:
         return self.job.params
 
-    def _bind(self, role: Role, problem: Problem | None, key: str) -> Model:
+    def _bind(self, role: Role, problem: Problem | None, key: str | None) -> RecordedModel:
+        """A model for one step, keyed so a resumed job replays its reply. A rollout's ledger row
+        waits to be written with the attempt it makes, in one transaction, and its reply is kept
+        once, as the attempt's trajectory (a resumed job skips recorded rollouts)."""
         student = role == "student"
         return self.ledger.bind(
             self.student if student else self.teacher,
@@ -114,6 +118,7 @@ class Distillation:
             job_id=self.job.id,
             key=key,
             settings=self.params.student_settings if student else self.params.teacher_settings,
+            defer=student,
         )
 
     async def run(self, problems: list[Problem], stop: StopCheck | None = None) -> Ending:
@@ -151,11 +156,11 @@ class Distillation:
         epoch = (done - 1) // per_epoch
         epoch_stats = stats.get(epoch, EpochProgress(epoch=epoch)).model_copy(deep=True)
 
-        async def save(db, made: ValidationRound, rolled_back: tuple[int, int, int] | None) -> None:
+        def save(db: sqlite3.Connection, made: ValidationRound, rolled_back: tuple[int, int, int] | None) -> None:
             epoch_stats.validations.append(made)
             if rolled_back is not None:  # the library the job goes on with: the served version's lessons
                 epoch_stats.version, epoch_stats.items, epoch_stats.tokens = rolled_back
-            await jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
+            jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
 
         await self.validation.run(epoch, done, save)
         stats[epoch] = epoch_stats
@@ -257,7 +262,9 @@ class Distillation:
                 problem_id=problem.id,
                 rollout=rollout,
             )
-            await self.store.record_attempt(self.params.library, attempt, cited_ids(reply.text, ()), shown)
+            cited = cited_ids(reply.text, ())
+            ledger_row = self.ledger.writer(*model.deferred)
+            await self.store.record_attempt(self.params.library, attempt, cited, shown, also=ledger_row)
 
         missing = [r for r in range(self.params.rollouts) if r not in stored]
         if missing:
@@ -338,9 +345,9 @@ class Distillation:
         planned = await self._plan_compression(after, f"e{epoch}/b{index}/compress/v{state.version}", epoch_stats)
         self._library_figures(epoch_stats, state, simulation, operations, planned)
 
-        async def record(db, version: int | None) -> None:
+        def record(db: sqlite3.Connection, version: int | None) -> None:
             for critique_id, proposal, rejected in critiques:
-                await record_critique(
+                record_critique(
                     db,
                     self.params.library,
                     critique_id,
@@ -352,7 +359,7 @@ class Distillation:
                     rejected,
                     job_id=self.job.id,
                 )
-            await jobs.advance(
+            jobs.advance(
                 db, self.job.id, epoch=cursor[0], batch=cursor[1], done=done, stats=_listed(stats, epoch_stats)
             )
 
@@ -411,8 +418,8 @@ class Distillation:
             return
         self._library_figures(epoch_stats, state, Simulation(state), [], planned)
 
-        async def record(db, version: int | None) -> None:
-            await jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
+        def record(db: sqlite3.Connection, version: int | None) -> None:
+            jobs.save_stats(db, self.job.id, _listed(stats, epoch_stats))
 
         try:
             await write_change(self.store, state, [], planned, f"{self.job.id}: the library was over budget", record)

@@ -17,9 +17,10 @@ is repeated), and a cancel only drops the batch that was in flight.
 import json
 import os
 import socket
+import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
@@ -314,10 +315,11 @@ async def create(
     job_id = "job-" + uuid.uuid4().hex[:12]
     now = timestamp()
     await store.ensure_library(params.library)
-    async with store.transaction() as db:
+
+    def write(db: sqlite3.Connection) -> None:
         if validation:
-            await serving.serve(db, params.library, "promoted", by=job_id)
-        await db.execute(
+            serving.serve(db, params.library, "promoted", by=job_id)
+        db.execute(
             "INSERT INTO jobs (id, kind, library, params, dataset, problems, solutions, config, validation,"
             " start_version, problems_total, state, created_at, updated_at) SELECT ?, 'distill', ?, ?, ?, ?, ?, ?,"
             " ?, version, ?, 'queued', ?, ? FROM libraries WHERE name = ?",
@@ -336,13 +338,13 @@ async def create(
                 params.library,
             ),
         )
+
+    await store.write(write)
     return await get(store, job_id)
 
 
 async def get(store: Store, job_id: str) -> Job:
-    async with store.reading() as db, db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
+    if (row := await _row(store, "SELECT * FROM jobs WHERE id = ?", job_id)) is None:
         raise NotFound(f"There is no job {job_id!r}. Job ids look like 'job-…'; distill_batch returns one.")
     return _job(row)
 
@@ -362,18 +364,13 @@ async def status(store: Store, ledger: Ledger, job_id: str) -> JobStatus:
 
 async def validation_problems(store: Store, job_id: str) -> list[Problem]:
     """The problems a job holds out to decide promotions (none: it promotes nothing)."""
-    async with store.reading() as db, db.execute("SELECT validation FROM jobs WHERE id = ?", (job_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await _row(store, "SELECT validation FROM jobs WHERE id = ?", job_id)
     return [Problem.model_validate(p) for p in json.loads(row["validation"])]
 
 
 async def problems(store: Store, job_id: str) -> tuple[list[Problem], dict[str, str]]:
     """The job's problems, and the dataset's worked solutions by problem id."""
-    async with (
-        store.reading() as db,
-        db.execute("SELECT problems, solutions FROM jobs WHERE id = ?", (job_id,)) as cursor,
-    ):
-        row = await cursor.fetchone()
+    row = await _row(store, "SELECT problems, solutions FROM jobs WHERE id = ?", job_id)
     return [Problem.model_validate(p) for p in json.loads(row["problems"])], json.loads(row["solutions"])
 
 
@@ -383,21 +380,23 @@ async def claim(store: Store, job_id: str, owner: str) -> Job:
     if job.state == "done":
         raise InvalidInput(f"Job {job_id} is done; start a new job with distill_batch or `ted distill`.")
     now = _now()
-    async with store.transaction() as db:
-        async with db.execute("SELECT owner, lease_until FROM jobs WHERE id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
+
+    def write(db: sqlite3.Connection) -> None:
+        row = db.execute("SELECT owner, lease_until FROM jobs WHERE id = ?", (job_id,)).fetchone()
         lapsed = row["lease_until"] is None or datetime.fromisoformat(row["lease_until"]) < now
         if row["owner"] not in (None, owner) and not (lapsed or _owner_gone(row["owner"])):
             raise InvalidInput(
                 f"Job {job_id} is running in another process ({row['owner']}); follow it with get_job, "
                 "or stop it with cancel_job."
             )
-        await db.execute(
+        db.execute(
             # A cancelled job taken back runs again: its cancel was answered by stopping it.
             "UPDATE jobs SET owner = ?, lease_until = ?, state = 'running', error = NULL, cancel_requested = 0,"
             " updated_at = ? WHERE id = ?",
             (owner, timestamp(now + LEASE), timestamp(now), job_id),
         )
+
+    await store.write(write)
     return await get(store, job_id)
 
 
@@ -409,8 +408,7 @@ def endpoints(*models: Model) -> dict[str, str]:
 async def record_config(store: Store, job_id: str, config: dict[str, str]) -> None:
     """Where the process running the job reaches its models: a later process must match it to take
     the job over by itself (`--resume-jobs`)."""
-    async with store.transaction() as db:
-        await db.execute("UPDATE jobs SET config = ? WHERE id = ?", (json.dumps(config), job_id))
+    await _update(store, "UPDATE jobs SET config = ? WHERE id = ?", json.dumps(config), job_id)
 
 
 async def raise_caps(store: Store, job_id: str, *, max_cost_usd: float | None, max_tokens: int | None) -> Job:
@@ -422,8 +420,7 @@ async def raise_caps(store: Store, job_id: str, *, max_cost_usd: float | None, m
     except ValidationError as e:
         raise invalid_input(e, "Invalid cap") from None
     _check_priced(params)
-    async with store.transaction() as db:
-        await db.execute("UPDATE jobs SET params = ? WHERE id = ?", (params.model_dump_json(), job_id))
+    await _update(store, "UPDATE jobs SET params = ? WHERE id = ?", params.model_dump_json(), job_id)
     return await get(store, job_id)
 
 
@@ -444,49 +441,51 @@ async def reopen(store: Store, job_id: str, owner: str, *, max_cost_usd: float |
 
 async def renew(store: Store, job_id: str, owner: str) -> bool:
     """Extend the lease; False when another process took the job over."""
-    now = _now()
-    async with store.transaction() as db:
-        cursor = await db.execute(
-            "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ?", (timestamp(now + LEASE), job_id, owner)
-        )
-    return cursor.rowcount == 1
+    lease = timestamp(_now() + LEASE)
+    return await _update(store, "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ?", lease, job_id, owner) == 1
 
 
 async def finish(store: Store, job_id: str, state: JobState, error: str | None = None) -> None:
-    async with store.transaction() as db:
-        await db.execute(
-            "UPDATE jobs SET state = ?, error = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
-            (state, error, timestamp(), job_id),
-        )
+    await _update(
+        store,
+        "UPDATE jobs SET state = ?, error = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        state,
+        error,
+        timestamp(),
+        job_id,
+    )
 
 
 async def request_cancel(store: Store, job_id: str) -> Job:
     job = await get(store, job_id)
     if job.state in FINISHED:
         return job
-    async with store.transaction() as db:
-        await db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (timestamp(), job_id))
-        if job.owner is None:  # nobody is running it: cancelled at once
-            await db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
+    await _update(
+        store,
+        # Nobody running it: cancelled at once.
+        "UPDATE jobs SET cancel_requested = 1, state = CASE WHEN owner IS NULL THEN 'cancelled' ELSE state END,"
+        " updated_at = ? WHERE id = ?",
+        timestamp(),
+        job_id,
+    )
     return await get(store, job_id)
 
 
 async def cancel_requested(store: Store, job_id: str) -> bool:
-    async with store.reading() as db, db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)) as cursor:
-        return bool((await cursor.fetchone())[0])
+    return bool((await _row(store, "SELECT cancel_requested FROM jobs WHERE id = ?", job_id))[0])
 
 
-async def advance(db, job_id: str, *, epoch: int, batch: int, done: int, stats: list[EpochProgress]) -> None:
+def advance(
+    db: sqlite3.Connection, job_id: str, *, epoch: int, batch: int, done: int, stats: list[EpochProgress]
+) -> None:
     """Move the job's cursor past a batch; runs inside the batch's own transaction."""
-    await db.execute(
-        "UPDATE jobs SET epoch = ?, batch = ?, problems_done = ? WHERE id = ?", (epoch, batch, done, job_id)
-    )
-    await save_stats(db, job_id, stats)
+    db.execute("UPDATE jobs SET epoch = ?, batch = ?, problems_done = ? WHERE id = ?", (epoch, batch, done, job_id))
+    save_stats(db, job_id, stats)
 
 
-async def save_stats(db, job_id: str, stats: list[EpochProgress]) -> None:
+def save_stats(db: sqlite3.Connection, job_id: str, stats: list[EpochProgress]) -> None:
     """The per-epoch figures, inside the transaction of the change they describe (a batch, a compression)."""
-    await db.execute(
+    db.execute(
         "UPDATE jobs SET stats = ?, updated_at = ? WHERE id = ?",
         (json.dumps([s.model_dump() for s in stats]), timestamp(), job_id),
     )
@@ -494,13 +493,9 @@ async def save_stats(db, job_id: str, stats: list[EpochProgress]) -> None:
 
 async def interrupted(store: Store) -> list[str]:
     """Jobs that should be running but whose runner is gone (crash, restart)."""
-    async with (
-        store.reading() as db,
-        db.execute(
-            "SELECT id, owner, lease_until FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
-        ) as cursor,
-    ):
-        rows = await cursor.fetchall()
+    rows = await _rows(
+        store, "SELECT id, owner, lease_until FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+    )
     now = _now()
     return [
         r["id"]
@@ -512,23 +507,33 @@ async def interrupted(store: Store) -> list[str]:
 async def rollouts_done(store: Store, job_id: str) -> tuple[int, float | None]:
     """The job's rollouts recorded so far, and the accuracy of those of its latest epoch: the
     progress within a batch, which the job's own record shows only once the batch is applied."""
-    async with (
-        store.reading() as db,
-        db.execute(
-            "SELECT count(*), sum(epoch = latest), sum(epoch = latest AND correct = 1) FROM attempts,"
-            " (SELECT max(epoch) AS latest FROM attempts WHERE job_id = ?) WHERE job_id = ?",
-            (job_id, job_id),
-        ) as cursor,
-    ):
-        done, latest, correct = await cursor.fetchone()
+    done, latest, correct = await _row(
+        store,
+        "SELECT count(*), sum(epoch = latest), sum(epoch = latest AND correct = 1) FROM attempts,"
+        " (SELECT max(epoch) AS latest FROM attempts WHERE job_id = ?) WHERE job_id = ?",
+        job_id,
+        job_id,
+    )
     return done, (correct / latest if latest else None)
 
 
 async def listed(store: Store, *, library: str | None = None, limit: int = 50) -> list[Job]:
     """The newest jobs first, of one library or of all."""
     where, args = ("WHERE library = ?", (library,)) if library is not None else ("", ())
-    async with (
-        store.reading() as db,
-        db.execute(f"SELECT * FROM jobs {where} ORDER BY created_at DESC LIMIT ?", (*args, limit)) as cursor,
-    ):
-        return [_job(r) for r in await cursor.fetchall()]
+    return [
+        _job(r)
+        for r in await _rows(store, f"SELECT * FROM jobs {where} ORDER BY created_at DESC LIMIT ?", *args, limit)
+    ]
+
+
+async def _row(store: Store, sql: str, *args: Any) -> sqlite3.Row | None:
+    return await store.read(lambda db: db.execute(sql, args).fetchone())
+
+
+async def _rows(store: Store, sql: str, *args: Any) -> list[sqlite3.Row]:
+    return await store.read(lambda db: db.execute(sql, args).fetchall())
+
+
+async def _update(store: Store, sql: str, *args: Any) -> int:
+    """One statement as its own transaction; the rows it changed."""
+    return await store.write(lambda db: db.execute(sql, args).rowcount)

@@ -18,11 +18,11 @@ problem whose prompts are the same are the same answers. The decision, the job's
 any rollback are written in one transaction.
 """
 
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import fmean
 
-import aiosqlite
 import anyio
 
 from ted.errors import Conflict
@@ -40,7 +40,7 @@ from ted.tokens import count_tokens
 
 # Writes the round into the job's figures, inside the decision's transaction, with the library a
 # rollback left (version, lessons, tokens), None when there was none.
-Save = Callable[[aiosqlite.Connection, ValidationRound, tuple[int, int, int] | None], Awaitable[None]]
+Save = Callable[[sqlite3.Connection, ValidationRound, tuple[int, int, int] | None], None]
 
 
 @dataclass
@@ -72,8 +72,7 @@ class Validation:
         # Shielded, like a batch: a cancel lands before the decision is written or after it.
         with anyio.CancelScope(shield=True):
             if decision == "unchanged":
-                async with self.store.transaction() as db:
-                    await save(db, made, None)
+                await self.store.write(lambda db: save(db, made, None))
             elif decision == "refused" and params.validation.keep == "best":
                 made = await self._roll_back(state, served, served_lessons, made, save)
             else:
@@ -152,9 +151,9 @@ class Validation:
 
         tokens = count_tokens(experience_prompt((i.id, i.text) for i in lessons), state.settings.encoding)
 
-        async def record(db: aiosqlite.Connection, version: int | None) -> None:
-            await serving.decide(db, library, state.version, "refused", by=self.job.id, reason=refusal, figures=figures)
-            await save(db, kept, (version, len(lessons), tokens))
+        def record(db: sqlite3.Connection, version: int | None) -> None:
+            serving.decide(db, library, state.version, "refused", by=self.job.id, reason=refusal, figures=figures)
+            save(db, kept, (version, len(lessons), tokens))
 
         reason = f"{self.job.id}: version {state.version} refused on validation; going on from served version {served}"
         try:

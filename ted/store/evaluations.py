@@ -5,30 +5,25 @@ back into that record is `ted.runs.evaluations`' part, so the store does not dep
 These functions run inside the caller's transaction or read.
 """
 
+import sqlite3
 from datetime import datetime
-
-import aiosqlite
 
 from ted.store.database import timestamp
 
 
-async def keep(
-    db: aiosqlite.Connection, report_id: str, library: str, version: int, report: str, created_at: datetime
-) -> None:
-    await db.execute(
+def keep(db: sqlite3.Connection, report_id: str, library: str, version: int, report: str, created_at: datetime) -> None:
+    db.execute(
         "INSERT INTO evaluations (id, library, library_version, report, created_at) VALUES (?, ?, ?, ?, ?)",
         (report_id, library, version, report, timestamp(created_at)),
     )
 
 
-async def listed(db: aiosqlite.Connection, library: str | None, limit: int) -> list[str]:
+def listed(db: sqlite3.Connection, library: str | None, limit: int) -> list[str]:
     """The newest reports first; of one library, or of all."""
     sql = "SELECT report FROM evaluations" + (" WHERE library = ?" if library else "") + " ORDER BY created_at DESC"
-    async with db.execute(sql + " LIMIT ?", (*([library] if library else []), limit)) as cursor:
-        return [row["report"] for row in await cursor.fetchall()]
+    return [row["report"] for row in db.execute(sql + " LIMIT ?", (*([library] if library else []), limit))]
 
 
-async def get(db: aiosqlite.Connection, report_id: str) -> str | None:
-    async with db.execute("SELECT report FROM evaluations WHERE id = ?", (report_id,)) as cursor:
-        row = await cursor.fetchone()
+def get(db: sqlite3.Connection, report_id: str) -> str | None:
+    row = db.execute("SELECT report FROM evaluations WHERE id = ?", (report_id,)).fetchone()
     return None if row is None else row["report"]

@@ -305,4 +305,16 @@ MIGRATIONS: list[tuple[str, str]] = [
             FROM model_calls GROUP BY 1, 2, 3, 4
         """,
     ),
+    (
+        "counts kept, not recounted: each version's lessons and tokens, each library's attempts",
+        """
+        -- Kept in the transactions that change them, so listing libraries reads them and counts
+        -- nothing. A version's tokens need the tokenizer: versions written before this migration
+        -- get theirs once, when the store opens (NULL until then).
+        ALTER TABLE library_versions ADD COLUMN items INTEGER;
+        ALTER TABLE library_versions ADD COLUMN tokens INTEGER;
+        ALTER TABLE libraries ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        UPDATE libraries SET attempts = (SELECT count(*) FROM attempts a WHERE a.library_id = libraries.id)
+        """,
+    ),
 ]

@@ -11,8 +11,6 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from ted.errors import InvalidInput
 from ted.gate import normalise
 from ted.store.records import AddOp, DeleteOp, LibrarySettings, MergeOp, Operation, RestoreOp, RewriteOp
@@ -30,35 +28,33 @@ class OperationWriter:
     active lesson (by `lesson_key`) is refused, naming the one that is there."""
 
     def __init__(
-        self, db: aiosqlite.Connection, library: sqlite3.Row, active: set[str], version: int, distinct: bool = False
+        self, db: sqlite3.Connection, library: sqlite3.Row, active: set[str], version: int, distinct: bool = False
     ):
         self.db, self.library, self.active, self.version, self.distinct = db, library, active, version, distinct
         self.next_number: int = library["next_experience"]
         self.encoding = LibrarySettings.model_validate_json(library["settings"]).encoding
 
-    async def apply(self, operations: Sequence[Operation]) -> list[Operation]:
+    def apply(self, operations: Sequence[Operation]) -> list[Operation]:
         """Write the operations in order; returns them with the ids they were given."""
         db, library_id = self.db, self.library["id"]
         applied: list[Operation] = []
         for index, op in enumerate(operations, start=1):
             match op:
                 case AddOp():
-                    await self._refuse_duplicate(op.text)
-                    new_id = await self._insert(
-                        op.text, op.provenance, op.usage_count, op.helpful_count, op.harmful_count
-                    )
+                    self._refuse_duplicate(op.text)
+                    new_id = self._insert(op.text, op.provenance, op.usage_count, op.helpful_count, op.harmful_count)
                     applied.append(op.model_copy(update={"id": new_id}))
                 case RewriteOp():
                     self._require_active(index, op, op.id)
-                    await self._refuse_duplicate(op.text, op.id)
-                    await db.execute(
+                    self._refuse_duplicate(op.text, op.id)
+                    db.execute(
                         "UPDATE experiences SET text = ?, tokens = ? WHERE library_id = ? AND id = ?",
                         (op.text, count_tokens(op.text, self.encoding), library_id, op.id),
                     )
                     applied.append(op)
                 case DeleteOp():
                     self._require_active(index, op, op.id)
-                    await retire(db, library_id, [op.id], merged_into=None)
+                    retire(db, library_id, [op.id], merged_into=None)
                     self.active.discard(op.id)
                     applied.append(op)
                 case MergeOp():
@@ -67,20 +63,19 @@ class OperationWriter:
                     for id_ in op.ids:
                         self._require_active(index, op, id_)
                     marks = ",".join("?" * len(op.ids))
-                    async with db.execute(
+                    usage, helpful, harmful = db.execute(
                         f"SELECT sum(usage_count), sum(helpful_count), sum(harmful_count) FROM experiences"
                         f" WHERE library_id = ? AND id IN ({marks})",
                         (library_id, *op.ids),
-                    ) as cursor:
-                        usage, helpful, harmful = await cursor.fetchone()
-                    new_id = await self._insert(op.text, {"merged_from": op.ids}, usage, helpful, harmful)
-                    await retire(db, library_id, op.ids, merged_into=new_id)
+                    ).fetchone()
+                    new_id = self._insert(op.text, {"merged_from": op.ids}, usage, helpful, harmful)
+                    retire(db, library_id, op.ids, merged_into=new_id)
                     self.active.difference_update(op.ids)
                     applied.append(op.model_copy(update={"into": new_id}))
                 case RestoreOp():
                     if op.id in self.active:
                         raise InvalidInput(f"Operation {index} (restore {op.id}): {op.id} is already active.")
-                    cursor = await db.execute(
+                    cursor = db.execute(
                         "UPDATE experiences SET state = 'active', merged_into = NULL, text = ?, tokens = ?"
                         " WHERE library_id = ? AND id = ?",
                         (op.text, count_tokens(op.text, self.encoding), library_id, op.id),
@@ -93,9 +88,9 @@ class OperationWriter:
                     applied.append(op)
         return applied
 
-    async def _insert(self, text: str, provenance: dict[str, Any], usage=0, helpful=0, harmful=0) -> str:
+    def _insert(self, text: str, provenance: dict[str, Any], usage=0, helpful=0, harmful=0) -> str:
         new_id = f"E{self.next_number}"
-        await self.db.execute(
+        self.db.execute(
             "INSERT INTO experiences (library_id, id, ordinal, text, tokens, usage_count, helpful_count,"
             " harmful_count, provenance, created_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -115,15 +110,14 @@ class OperationWriter:
         self.next_number += 1
         return new_id
 
-    async def _refuse_duplicate(self, text: str, own_id: str | None = None) -> None:
+    def _refuse_duplicate(self, text: str, own_id: str | None = None) -> None:
         if not self.distinct:
             return
         key = lesson_key(text)
-        async with self.db.execute(
+        rows = self.db.execute(
             "SELECT id, text FROM experiences WHERE library_id = ? AND state = 'active' ORDER BY ordinal",
             (self.library["id"],),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        ).fetchall()
         for row in rows:
             if row["id"] != own_id and lesson_key(row["text"]) == key:
                 raise InvalidInput(
@@ -139,8 +133,8 @@ class OperationWriter:
             )
 
 
-async def retire(db: aiosqlite.Connection, library_id: int, ids: Sequence[str], merged_into: str | None) -> None:
-    await db.executemany(
+def retire(db: sqlite3.Connection, library_id: int, ids: Sequence[str], merged_into: str | None) -> None:
+    db.executemany(
         "UPDATE experiences SET state = 'retired', merged_into = ? WHERE library_id = ? AND id = ?",
         [(merged_into, library_id, id_) for id_ in ids],
     )

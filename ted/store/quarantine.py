@@ -11,8 +11,6 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-import aiosqlite
-
 from ted.errors import InvalidInput
 from ted.store.database import timestamp
 from ted.store.records import Operation, Quarantined, RefusedBy
@@ -20,23 +18,23 @@ from ted.store.records import Operation, Quarantined, RefusedBy
 Held = tuple[Operation, str, RefusedBy]  # the operation, why it was refused, by what
 
 
-async def hold(db: aiosqlite.Connection, library: sqlite3.Row, items: Sequence[Held], source: str) -> list[Quarantined]:
+def hold(db: sqlite3.Connection, library: sqlite3.Row, items: Sequence[Held], source: str) -> list[Quarantined]:
     """Keep the refused lessons; one already pending with the same text is kept once."""
     kept = []
     for op, reason, by in items:
-        await db.execute(
+        db.execute(
             "INSERT INTO quarantine (library_id, text, reason, refused_by, operation, source, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (library_id, text) WHERE state = 'pending' DO NOTHING",
             (library["id"], op.text, reason, by, op.model_dump_json(), source, timestamp()),
         )
-        async with db.execute(
+        row = db.execute(
             "SELECT * FROM quarantine WHERE library_id = ? AND text = ? AND state = 'pending'", (library["id"], op.text)
-        ) as cursor:
-            kept.append(_record(library["name"], await cursor.fetchone()))
+        ).fetchone()
+        kept.append(_record(library["name"], row))
     return kept
 
 
-async def listed(db: aiosqlite.Connection, library: str | None, *, pending_only: bool) -> list[Quarantined]:
+def listed(db: sqlite3.Connection, library: str | None, *, pending_only: bool) -> list[Quarantined]:
     sql = "SELECT q.*, l.name AS library FROM quarantine q JOIN libraries l ON l.id = q.library_id"
     where, args = [], []
     if library is not None:
@@ -45,23 +43,21 @@ async def listed(db: aiosqlite.Connection, library: str | None, *, pending_only:
     if pending_only:
         where.append("q.state = 'pending'")
     sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY q.id"
-    async with db.execute(sql, args) as cursor:
-        return [_record(row["library"], row) for row in await cursor.fetchall()]
+    return [_record(row["library"], row) for row in db.execute(sql, args).fetchall()]
 
 
-async def get(db: aiosqlite.Connection, quarantine_id: int) -> Quarantined | None:
-    async with db.execute(
+def get(db: sqlite3.Connection, quarantine_id: int) -> Quarantined | None:
+    row = db.execute(
         "SELECT q.*, l.name AS library FROM quarantine q JOIN libraries l ON l.id = q.library_id WHERE q.id = ?",
         (quarantine_id,),
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     return None if row is None else _record(row["library"], row)
 
 
-async def decide(db: aiosqlite.Connection, quarantine_id: int, state: str, version: int | None) -> None:
+def decide(db: sqlite3.Connection, quarantine_id: int, state: str, version: int | None) -> None:
     """Mark a pending lesson decided; InvalidInput (the caller's transaction rolls back, an approval's
     version with it) when it was decided meanwhile, so of two people deciding at once only the first counts."""
-    cursor = await db.execute(
+    cursor = db.execute(
         "UPDATE quarantine SET state = ?, version = ?, decided_at = ? WHERE id = ? AND state = 'pending'",
         (state, version, timestamp(), quarantine_id),
     )

@@ -582,6 +582,7 @@ class LibrarySummary(BaseModel):
 
 class LibraryList(BaseModel):
     libraries: list[LibrarySummary]
+    next_after: str | None = Field(None, description="Pass as `after` for the next page; null on the last.")
 
 
 class LibraryDeleted(BaseModel):

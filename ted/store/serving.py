@@ -9,7 +9,7 @@ only a promotion moves it, and critiques change the working version alone.
 
 Every promotion and refusal is a row of `promotions`: the version, the decision, the version
 served before, who decided, why, when, and the validation figures when there were any. These
-functions run inside the caller's transaction (`Store.transaction`), so a decision commits
+functions run inside the caller's transaction (`Store.write`), so a decision commits
 with whatever goes with it (a job's figures, a rollback of the working version).
 """
 
@@ -17,8 +17,6 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Literal
-
-import aiosqlite
 
 from ted.errors import NotFound
 from ted.store.database import timestamp
@@ -40,12 +38,11 @@ def served(library: sqlite3.Row) -> int:
     return library["version"] if library["served_version"] is None else library["served_version"]
 
 
-async def version_row(db: aiosqlite.Connection, library: sqlite3.Row, version: int) -> sqlite3.Row:
+def version_row(db: sqlite3.Connection, library: sqlite3.Row, version: int) -> sqlite3.Row:
     """One version's row; NotFound for a version that does not exist."""
-    async with db.execute(
+    row = db.execute(
         "SELECT * FROM library_versions WHERE library_id = ? AND version = ?", (library["id"], version)
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     if row is None:
         raise NotFound(
             f"Library {library['name']!r} has no version {version}; its versions run from 0 to {library['version']}."
@@ -53,21 +50,20 @@ async def version_row(db: aiosqlite.Connection, library: sqlite3.Row, version: i
     return row
 
 
-async def snapshot(db: aiosqlite.Connection, library: sqlite3.Row, version: int) -> list[SnapshotItem]:
+def snapshot(db: sqlite3.Connection, library: sqlite3.Row, version: int) -> list[SnapshotItem]:
     """The lessons of one version, as it was written; NotFound for a version that does not exist."""
-    row = await version_row(db, library, version)
+    row = version_row(db, library, version)
     return [SnapshotItem.model_validate(item) for item in json.loads(row["snapshot"])]
 
 
-async def _library(db: aiosqlite.Connection, name: str) -> sqlite3.Row:
-    async with db.execute("SELECT * FROM libraries WHERE name = ?", (name,)) as cursor:
-        if (row := await cursor.fetchone()) is None:
-            raise NotFound(f"There is no library named {name!r}. Call list_libraries to see the ones that exist.")
-        return row
+def _library(db: sqlite3.Connection, name: str) -> sqlite3.Row:
+    if (row := db.execute("SELECT * FROM libraries WHERE name = ?", (name,)).fetchone()) is None:
+        raise NotFound(f"There is no library named {name!r}. Call list_libraries to see the ones that exist.")
+    return row
 
 
-async def decide(
-    db: aiosqlite.Connection,
+def decide(
+    db: sqlite3.Connection,
     name: str,
     version: int,
     decision: Decision,
@@ -82,14 +78,14 @@ async def decide(
     `serve=False` records a promotion while leaving the library to serve its working version
     (what `ted config --serve working` does). Raises NotFound for a version that does not exist.
     """
-    library = await _library(db, name)
-    await snapshot(db, library, version)
+    library = _library(db, name)
+    snapshot(db, library, version)
     before = library["served_version"]
     if decision == "promoted":
         pinned = version if serve is not False else None
-        await db.execute("UPDATE libraries SET served_version = ? WHERE id = ?", (pinned, library["id"]))
+        db.execute("UPDATE libraries SET served_version = ? WHERE id = ?", (pinned, library["id"]))
     now = timestamp()
-    await db.execute(
+    db.execute(
         "INSERT INTO promotions (library_id, version, decision, served_before, by, reason, figures, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (library["id"], version, decision, before, by, reason, figures and figures.model_dump_json(), now),
@@ -106,25 +102,22 @@ async def decide(
     )
 
 
-async def serve(
-    db: aiosqlite.Connection, name: str, what: Literal["working", "promoted"], *, by: str
-) -> Promotion | None:
+def serve(db: sqlite3.Connection, name: str, what: Literal["working", "promoted"], *, by: str) -> Promotion | None:
     """Serve the working version as it changes, or pin the version served now; recorded as a
     promotion of that version. None when the library already serves so."""
-    library = await _library(db, name)
+    library = _library(db, name)
     if (library["served_version"] is None) == (what == "working"):
         return None
     reason = f"the library serves {'its working version' if what == 'working' else 'promoted versions'} from now on"
-    return await decide(db, name, library["version"], "promoted", by=by, reason=reason, serve=what == "promoted")
+    return decide(db, name, library["version"], "promoted", by=by, reason=reason, serve=what == "promoted")
 
 
-async def decisions(db: aiosqlite.Connection, library: sqlite3.Row, version: int | None = None) -> list[Promotion]:
+def decisions(db: sqlite3.Connection, library: sqlite3.Row, version: int | None = None) -> list[Promotion]:
     """Every promotion and refusal of the library (or of one version), oldest first."""
     sql, args = "SELECT * FROM promotions WHERE library_id = ?", [library["id"]]
     if version is not None:
         sql, args = sql + " AND version = ?", [*args, version]
-    async with db.execute(sql + " ORDER BY id", args) as cursor:
-        rows = await cursor.fetchall()
+    rows = db.execute(sql + " ORDER BY id", args).fetchall()
     return [
         Promotion(
             library=library["name"],

@@ -15,10 +15,10 @@ written, so a critique (or a batch of them) plans its compression before it writ
 """
 
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from typing import Literal
 
-import aiosqlite
 from pydantic import BaseModel, Field
 
 from ted.errors import ConfigError
@@ -259,7 +259,7 @@ async def write_change(
     operations: Sequence[Operation],
     planned: CompressionPlanned | None,
     reason: str,
-    also: Callable[[aiosqlite.Connection, int | None], Awaitable[None]],
+    also: Callable[[sqlite3.Connection, int | None], None],
     *,
     over_budget_ok: bool = False,
     sources: Sequence[str] = (),
@@ -272,8 +272,7 @@ async def write_change(
     """
     compression = planned.operations if planned else []
     if not operations and not compression:
-        async with store.transaction() as db:
-            await also(db, None)
+        await store.write(lambda db: also(db, None))
         return None
     if compression:
         reason = f"{reason}; {planned.reason}"

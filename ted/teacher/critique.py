@@ -26,6 +26,7 @@ kept as a cache (paid for, and valid whatever the critique decides).
 
 import hashlib
 import json
+import sqlite3
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Literal
@@ -141,26 +142,22 @@ async def solve(
     """The teacher's solution without the ground truth (cached per task and teacher), graded
     against it; when wrong, a second solution made knowing it (cached too, asked through `again`
     when given) is the reference, unless the dataset gave a worked `reference`."""
-    async with (
-        store.reading() as db,
-        db.execute(
-            "SELECT solution, answer, ground_truth, informed, chain, chain_of FROM teacher_solutions"
-            " WHERE task_key = ? AND teacher = ?",
-            (task.id, teacher.name),
-        ) as cursor,
-    ):
-        row = await cursor.fetchone()
+    sql = (
+        "SELECT solution, answer, ground_truth, informed, chain, chain_of FROM teacher_solutions"
+        " WHERE task_key = ? AND teacher = ?"
+    )
+    row = await store.read(lambda db: db.execute(sql, (task.id, teacher.name)).fetchone())
     asked = task.message(teacher_solve_prompt(task.text))
     if row is None:
         first, _ = await structured(teacher, [asked], Solution, system=TEACHER_SOLVE_SYSTEM)
         solution, answer = first.render(), first.answer.strip()
-        async with store.transaction() as db:
-            # Another client may have solved it meanwhile: its solution then stays the cached one.
-            await db.execute(
-                "INSERT INTO teacher_solutions (task_key, teacher, task, solution, answer, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_key, teacher) DO NOTHING",
-                (task.id, teacher.name, task.text, solution, answer, timestamp()),
-            )
+        # Another client may have solved it meanwhile: its solution then stays the cached one.
+        sql = (
+            "INSERT INTO teacher_solutions (task_key, teacher, task, solution, answer, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_key, teacher) DO NOTHING"
+        )
+        row_values = (task.id, teacher.name, task.text, solution, answer, timestamp())
+        await store.write(lambda db: db.execute(sql, row_values))
         informed = informed_for = chain = chain_of = None
     else:
         solution, answer, informed_for = row["solution"], row["answer"], row["ground_truth"]
@@ -173,11 +170,9 @@ async def solve(
         if informed is None or informed_for != ground_truth:
             retry = [asked, Message.assistant(solution), Message.user(teacher_retry_prompt(answer, ground_truth))]
             informed = (await structured(again or teacher, retry, Solution, system=TEACHER_SOLVE_SYSTEM))[0].render()
-            async with store.transaction() as db:
-                await db.execute(
-                    "UPDATE teacher_solutions SET informed = ?, ground_truth = ? WHERE task_key = ? AND teacher = ?",
-                    (informed, ground_truth, task.id, teacher.name),
-                )
+            sql = "UPDATE teacher_solutions SET informed = ?, ground_truth = ? WHERE task_key = ? AND teacher = ?"
+            values = (informed, ground_truth, task.id, teacher.name)
+            await store.write(lambda db: db.execute(sql, values))
         reference = informed
     else:
         reference = solution
@@ -214,17 +209,18 @@ async def chains_for(
     if solution.chain is None:
         missing.append((REFERENCE_LABEL, "the REFERENCE solution", solution.reference))
     made = await summarise(teacher, task, missing)
-    async with store.transaction() as db:
+
+    def write(db: sqlite3.Connection) -> None:
         for label, chain in made.items():
             if label == REFERENCE_LABEL:
-                await db.execute(
+                db.execute(
                     "UPDATE teacher_solutions SET chain = ?, chain_of = ? WHERE task_key = ? AND teacher = ?",
                     (chain.model_dump_json(), _fingerprint(solution.reference), task.id, teacher.name),
                 )
             else:
-                await db.execute(
-                    "UPDATE attempts SET chain = ? WHERE id = ?", (chain.model_dump_json(), int(label[1:]))
-                )
+                db.execute("UPDATE attempts SET chain = ? WHERE id = ?", (chain.model_dump_json(), int(label[1:])))
+
+    await store.write(write)
     rendered = {}
     for a in attempts:
         chain = Chain.model_validate_json(a.chain) if a.chain else made.get(f"A{a.id}")
@@ -332,8 +328,8 @@ def critique_sources(task: str, attempts: list[AttemptRecord], ground_truth: str
     return texts + ([ground_truth] if ground_truth else [])
 
 
-async def record_critique(
-    db,
+def record_critique(
+    db: sqlite3.Connection,
     library: str,
     critique_id: str,
     task_id: str,
@@ -345,7 +341,7 @@ async def record_critique(
     job_id: str | None = None,
 ) -> None:
     """The critique's record, and its attempts marked critiqued; inside the caller's transaction."""
-    await db.execute(
+    db.execute(
         "INSERT INTO critiques (id, library_id, task_id, teacher, attempt_ids, version, reply, rejected, created_at,"
         " job_id) SELECT ?, id, ?, ?, ?, ?, ?, ?, ?, ? FROM libraries WHERE name = ?",
         (
@@ -362,7 +358,7 @@ async def record_critique(
         ),
     )
     marks = ",".join("?" * len(attempt_ids))
-    await db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (timestamp(), *attempt_ids))
+    db.execute(f"UPDATE attempts SET critiqued_at = ? WHERE id IN ({marks})", (timestamp(), *attempt_ids))
 
 
 async def _task_of(store: Store, library: str, task_id: str) -> tuple[list[AttemptRecord], Task, str | None]:
@@ -420,8 +416,8 @@ async def critique_task(
     active = {e.id: e.text for e in state.experiences}
     operations, rejected = await vet_critique(store, library, reply, active, sources, provenance)
 
-    async def record(db, version: int | None) -> None:
-        await record_critique(db, library, critique_id, task_id, teacher.name, attempt_ids, version, reply, rejected)
+    def record(db: sqlite3.Connection, version: int | None) -> None:
+        record_critique(db, library, critique_id, task_id, teacher.name, attempt_ids, version, reply, rejected)
 
     # A critique that leaves the library over budget is compressed in the same version, planned
     # (the teacher called) before anything is written: a failed or invalid plan leaves the
