@@ -127,16 +127,22 @@ async def test_list_libraries_pages_by_name_and_resources_list_the_first(client,
 class Held:
     """A `before` hook for the classroom that keeps every student call waiting."""
 
+    def __init__(self):
+        self.waiting = 0
+
     async def __call__(self, step: str, problem: int | None, text: str) -> None:
         if step == "student":
+            self.waiting += 1
             await anyio.sleep_forever()
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_list_jobs_and_a_running_job_keeps_its_library(db_path, mode):
     start = {"dataset": problems(4), "library": "arith", "student": "scripted:student", "teacher": "scripted:teacher"}
+    start["rollouts"] = 2
+    held = Held()
     async with Client(
-        build_server(db_path, models=Classroom().models(Held())), mode=mode, raise_exceptions=False
+        build_server(db_path, models=Classroom().models(held)), mode=mode, raise_exceptions=False
     ) as client:
         assert (await call(client, "list_jobs", {}))["jobs"] == []
         first = (await call(client, "distill_batch", {**start, "epochs": 1}))["job"]["id"]
@@ -146,6 +152,9 @@ async def test_list_jobs_and_a_running_job_keeps_its_library(db_path, mode):
         assert (listed[0]["library"], listed[0]["problems_total"], listed[0]["epochs_total"]) == ("other", 8, 2)
         assert [j["id"] for j in (await call(client, "list_jobs", {"library": "arith"}))["jobs"]] == [first]
 
+        with anyio.fail_after(30):  # every rollout of both jobs waiting at its student: nothing else writes now
+            while held.waiting < 2 * 4 * 2:
+                await anyio.sleep(0.02)
         says = await refused(client, db_path, "delete_library", {"library": "arith", "confirm": "arith"})
         assert f"has a job that is not finished ({first})" in says
         cancelled = await call(client, "cancel_job", {"job_id": first})
