@@ -29,7 +29,7 @@ from ted.errors import ConfigError, TedError
 from ted.guard import Guard
 from ted.ledger import Ledger
 from ted.llm.base import Model
-from ted.llm.registry import get_model, split_name
+from ted.llm.registry import get_model, import_configured_adapters, split_name
 from ted.prompts import server_instructions
 from ted.redaction import redact
 from ted.store import Store
@@ -192,6 +192,14 @@ def real_models(name: str) -> Model:
     return get_model(name)
 
 
+async def _load_adapters_once_listed(shared: Ted) -> None:
+    """Import the provider SDKs this environment configures (a second or more each) in a worker
+    thread once the first tools/list is answered: not competing with the start, and done before
+    the first critique or distill_batch needs them, rather than inside it."""
+    await shared.listed.wait()
+    await anyio.to_thread.run_sync(import_configured_adapters, abandon_on_cancel=True)
+
+
 def build_server(
     db_path: Path | str | None = None,
     *,
@@ -220,8 +228,10 @@ def build_server(
             runner = JobRunner(store, ledger, resolve, tg)
             if resumed := await runner.interrupted(resume=resume_jobs):
                 print(f"ted-mcp: resuming interrupted jobs {', '.join(resumed)}", file=sys.stderr, flush=True)
+            shared = Ted(store=store, ledger=ledger, models=resolve, runner=runner)
+            tg.start_soon(_load_adapters_once_listed, shared)
             try:
-                yield Ted(store=store, ledger=ledger, models=resolve, runner=runner)
+                yield shared
             finally:
                 # A job still running stays `running` in the database with this (soon gone)
                 # process as its owner, so the next start lists it as interrupted; don't wait here.
@@ -235,7 +245,7 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         tools=[tool(fn, title, hints) for fn, title, hints in TOOLS],
-        middleware=[resources.libraries_listed],
+        middleware=[resources.listings],
     )
     for uri, name, description, mime_type, read in resources.RESOURCES:
         mcp.resource(uri, name=name, description=description, mime_type=mime_type)(reported_as(ResourceError, read))

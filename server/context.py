@@ -1,7 +1,9 @@
 """What every tool shares, opened once in the server's lifespan, and how a tool reaches it."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import anyio
 
 from mcp.server.mcpserver import Context
 
@@ -19,6 +21,8 @@ class Ted:
     ledger: Ledger
     models: Callable[[str], Model]
     runner: JobRunner
+    # Set once a client has listed the tools: the start is over, background loading may begin.
+    listed: anyio.Event = field(default_factory=anyio.Event)
 
     async def teacher(self, state: LibraryState) -> Model:
         """The library's own teacher, else `TED_TEACHER`; resolved per call so keys are read late."""

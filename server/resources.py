@@ -64,9 +64,12 @@ RESOURCES = [
 LISTED_LIBRARIES = 100
 
 
-async def libraries_listed(ctx: ServerRequestContext[Ted, Any], call_next) -> Any:
-    """Server middleware: `resources/list` as the SDK answers it, plus each library's prompt."""
+async def listings(ctx: ServerRequestContext[Ted, Any], call_next) -> Any:
+    """Server middleware: `resources/list` as the SDK answers it, plus each library's prompt; and
+    the first `tools/list` noted (`Ted.listed`)."""
     result = await call_next(ctx)
+    if ctx.method == "tools/list":
+        ctx.lifespan_context.listed.set()
     if ctx.method != "resources/list":
         return result
     # The first libraries by name: a client loads this list whole, and list_libraries pages the rest.

@@ -118,3 +118,35 @@ def test_the_installed_dashboard_has_every_template_and_static_file():
     for folder in ("templates", "static"):
         names = sorted(p.name for p in (ROOT / "ted" / "ui" / folder).iterdir() if p.is_file())
         assert names and all((installed / folder / name).is_file() for name in names), folder
+
+
+SDK_LOADED_AFTER_LISTING = """
+import os, sys, tempfile, anyio
+from mcp import Client
+from ted_server.app import build_server
+
+async def main():
+    async with Client(build_server(tempfile.mktemp())) as client:
+        first = "openai" in sys.modules
+        await client.list_tools()
+        with anyio.fail_after(30):
+            while "openai" not in sys.modules:
+                await anyio.sleep(0.02)
+        print(first, "anthropic" in sys.modules)
+
+anyio.run(main)
+"""
+
+
+def test_the_configured_providers_sdk_loads_after_the_first_tool_listing(tmp_path):
+    """Not at start (it would slow the first reply), but before a first job or critique needs it;
+    and only the SDK of a provider the environment configures."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENAI_", "OPENROUTER_", "TED_"))}
+    env |= {"TED_OPENAI_COMPATIBLE_BASE_URL": "http://127.0.0.1:9/v1", "TED_DB": str(tmp_path / "ted.db")}
+    run = subprocess.run([sys.executable, "-c", SDK_LOADED_AFTER_LISTING], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "False"]

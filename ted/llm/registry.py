@@ -94,6 +94,22 @@ def import_adapter(name: str) -> None:
         import ted.llm.openai  # noqa: F401
 
 
+def configured_adapters() -> list[str]:
+    """The model names whose adapters this environment will likely need: the default teacher and
+    student, and a model of each provider whose key or base URL is set."""
+    names = [os.environ.get(v, "") for v in ("TED_TEACHER", "TED_STUDENT")]
+    for provider_name, provider in PROVIDERS.items():
+        if any(os.environ.get(v) for v in (provider.key_env, provider.base_url_env) if v):
+            names.append(f"{provider_name}:any")
+    return [n for n in names if n]
+
+
+def import_configured_adapters() -> None:
+    """`import_adapter` for every `configured_adapters()` name; blocking."""
+    for name in configured_adapters():
+        import_adapter(name)
+
+
 def clear_model_cache() -> None:
     """Forget every cached model (tests that change the environment between calls)."""
     with _cache_lock:
