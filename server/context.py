@@ -4,7 +4,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
-
 from mcp.server.mcpserver import Context
 
 from ted.ledger import Ledger
