@@ -5,19 +5,19 @@
 Uses the 15-lesson "bench" library of `get_experiences_latency.py`. Three parts:
 
 1. **Layers, in process** (no stdio): the median cost of each layer on its own — the two SELECTs
-   through sqlite3 and through aiosqlite, `Store.experience_prompt`, the SDK's result
+   through sqlite3 and through `Store.read`, `Store.experience_prompt`, the SDK's result
    conversion (`FuncMetadata.convert_result`: the indented-JSON text block plus the structured
    dump), the client's JSON-Schema check of the structured output, and the in-memory
    `Client.call_tool` in both modes.
 2. **Over stdio, timed inside both processes**: the server (this file run with `--serve`: ted-mcp's
    own entry point, its server plus a control tool) wraps the stages of a request in
-   perf_counter timers: parse the request line, run the tool (store, aiosqlite thread hops
+   perf_counter timers: parse the request line, run the tool (store, its one trip to a reader thread
    included), convert the result, shape it for the wire (`ServerRunner._serialize`), dump the
    JSON-RPC response, write and flush stdout; the rest of the server's time is SDK dispatch.
    The client times the round trip, its parse of the reply line and its schema check.
 3. **cProfile of the server over stdio**: CPU time of the main thread per call, grouped by area
-   (ted, aiosqlite, pydantic, MCP SDK, event loop, logging, ...), and the top functions.
-   Worker threads (aiosqlite's, anyio's stdin/stdout readers) are not profiled: their cost
+   (ted, sqlite3, pydantic, MCP SDK, event loop, logging, ...), and the top functions.
+   Worker threads (the store's, anyio's stdin/stdout readers) are not profiled: their cost
    shows as waiting. `--tree` adds a pyinstrument call tree of the server.
 
 It prints figures and asserts nothing about time. Runs in ~30 s. PYTHONPATH is passed on to the
@@ -143,7 +143,7 @@ def instrument_server(timers: Timers) -> None:
 AREAS = [  # (area, substrings of a cProfile entry's file or name), first match wins
     ("waiting (epoll: client, worker threads)", ["'poll' of 'select.epoll'"]),
     ("ted (store, library, server)", ["/ted/", "/ted_server/", "/server/app.py", "/scratch/"]),
-    ("aiosqlite", ["aiosqlite", "sqlite3"]),
+    ("sqlite3", ["sqlite3"]),
     ("pydantic / pydantic-core", ["pydantic"]),
     ("opentelemetry", ["opentelemetry"]),
     ("logging", ["logging"]),
@@ -381,7 +381,7 @@ def report(layer_rows: list[tuple[str, float, str]], stdio: dict[str, Any], mode
     server = stdio["server"]
     named = {
         "parse": "parse the request line (pydantic)",
-        "tool": "tool function: ted + aiosqlite hops",
+        "tool": "tool function: ted + its store trip",
         "convert": "convert_result: JSON text + structured dump",
         "serialize": "ServerRunner._serialize: wire shape, per-version check",
         "dump_json": "JSONRPCResponse.model_dump_json",

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Literal
 
+import anyio.to_thread
 from pydantic import BaseModel, Field, ValidationError, computed_field
 
 from ted.errors import ConfigError, InvalidInput, invalid_input
@@ -147,13 +148,15 @@ async def prepare_job(
     train, held = held_out(params, data.problems, validation_set.problems if validation_set else None, field)
     config = await _check_models(models, params, [*train, *held]) if check_models else {}
     settings = state.settings
+    # Off the event loop: it tokenises every problem, and the first use loads the encoder (0.6 s).
+    guess = await anyio.to_thread.run_sync(estimate, params, train, settings.encoding, settings.token_budget, held)
     return Prepared(
         params=params,
         problems=train,
         validation=held,
         solutions=data.reference_solutions,
         dataset=str(data.path or data.name),
-        estimate=estimate(params, train, settings.encoding, settings.token_budget, held),
+        estimate=guess,
         config=config,
     )
 
@@ -200,7 +203,9 @@ async def prepare_resume(store: Store, models: Callable[[str], Model], job_id: s
     validation = await jobs.validation_problems(store, job_id)
     config = await _check_models(models, job.params, [*problems, *validation])
     settings = (await jobs.library_for(store, job.params.library)).settings
-    guess = estimate(job.params, problems, settings.encoding, settings.token_budget, validation)
+    guess = await anyio.to_thread.run_sync(
+        estimate, job.params, problems, settings.encoding, settings.token_budget, validation
+    )
     return Prepared(
         params=job.params,
         problems=problems,
