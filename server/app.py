@@ -29,7 +29,7 @@ from ted.errors import ConfigError, TedError
 from ted.guard import Guard
 from ted.ledger import Ledger
 from ted.llm.base import Model
-from ted.llm.registry import get_model, import_configured_adapters, split_name
+from ted.llm.registry import closing_models, get_model, import_configured_adapters, split_name
 from ted.prompts import server_instructions
 from ted.redaction import redact
 from ted.store import Store
@@ -218,17 +218,22 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Ted]:
-        async with Store.open(path, verify=True) as store, anyio.create_task_group() as tg:
+        # Models closed after the jobs stop: their connections belong to this loop.
+        async with (
+            Store.open(path, verify=True) as store,
+            closing_models(resolve) as resolved,
+            anyio.create_task_group() as tg,
+        ):
             print(f"ted-mcp: experience store at {store.path}", file=sys.stderr, flush=True)
             # The grading workers take seconds to start (sympy); start them now, off the event loop,
             # rather than inside the first record_attempt that carries a ground truth.
             tg.start_soon(functools.partial(anyio.to_thread.run_sync, grading.pool().warm, abandon_on_cancel=True))
             ledger = Ledger(store)
-            store.reviewer = Guard(store, ledger, resolve)
-            runner = JobRunner(store, ledger, resolve, tg)
+            store.reviewer = Guard(store, ledger, resolved)
+            runner = JobRunner(store, ledger, resolved, tg)
             if resumed := await runner.interrupted(resume=resume_jobs):
                 print(f"ted-mcp: resuming interrupted jobs {', '.join(resumed)}", file=sys.stderr, flush=True)
-            shared = Ted(store=store, ledger=ledger, models=resolve, runner=runner)
+            shared = Ted(store=store, ledger=ledger, models=resolved, runner=runner)
             tg.start_soon(_load_adapters_once_listed, shared)
             try:
                 yield shared

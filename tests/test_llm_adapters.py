@@ -479,3 +479,28 @@ def test_the_environment_tunes_retries_timeout_and_concurrency(monkeypatch):
     monkeypatch.setenv("TED_MODEL_MAX_CONCURRENCY", "none")
     with pytest.raises(ConfigError, match="TED_MODEL_MAX_CONCURRENCY='none'"):
         get_model("openai:gpt-x")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_model_used_on_a_second_loop_leaves_nothing_for_that_loop_to_fail_on(provider):
+    """A cached model used from one event loop, then another (a `ted` command or a server run
+    twice in one process): the first loop's client, collected during the second, must not try to
+    close its connections there ("Event loop is closed", reported as the second loop's error)."""
+    import asyncio
+    import gc
+
+    errors: list[dict] = []
+
+    async def ask(model, close: bool) -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        await model.complete([Message.user("Capital of France?")], settings=GenerationSettings(max_tokens=20))
+        gc.collect()  # the first loop's client, if the model let go of it
+        await asyncio.sleep(0.05)  # what its finaliser scheduled runs now
+        if close:
+            await model.aclose()
+
+    with ModelServer(["Paris.", "Paris."]) as server:
+        model = make(provider, server)
+        asyncio.run(ask(model, close=False))  # left open: the loop ends with the connection
+        asyncio.run(ask(model, close=True))
+    assert errors == []

@@ -11,12 +11,11 @@ from rich.text import Text
 
 from ted import agent, transfer
 from ted.cli import serving
-from ted.cli.models import closing_models
 from ted.cli.output import count, indent, local_time, print_json, report, table, warn_if_over_budget
 from ted.cli.runs import add_generation_options, generation_options
 from ted.errors import InvalidInput
 from ted.ledger import Ledger
-from ted.llm.registry import split_name
+from ted.llm.registry import closing_models, split_name
 from ted.store import Store
 from ted.store.records import LibraryList
 

@@ -34,10 +34,10 @@ from pathlib import Path
 from rich.console import Console
 
 from ted.cli import library, runs, serving, setup, ui
-from ted.cli.models import closing_models
 from ted.errors import TedError
 from ted.guard import Guard
 from ted.ledger import Ledger
+from ted.llm.registry import closing_models
 from ted.store import Store
 from ted.store.database import default_db_path
 from ted.store.records import library_name

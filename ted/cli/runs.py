@@ -27,12 +27,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ted.cli.models import closing_models
 from ted.cli.output import count, print_json, table
 from ted.errors import InvalidInput, TedError, invalid_input
 from ted.ledger import CostSummary, Ledger
 from ted.llm.base import GenerationSettings
-from ted.llm.registry import get_model
+from ted.llm.registry import closing_models, get_model
 from ted.pricing import format_cost
 from ted.runs import jobs
 from ted.runs.datasets import load_dataset

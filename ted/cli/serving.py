@@ -15,11 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from ted import agent
-from ted.cli.models import closing_models
 from ted.cli.output import local_time, table
 from ted.cli.runs import version_choice
 from ted.errors import InvalidInput
 from ted.ledger import Ledger
+from ted.llm.registry import closing_models
 from ted.runs.datasets import load_dataset
 from ted.runs.evidence import EvidenceReport, measure_evidence, plan_evidence
 from ted.runs.report_files import write_evidence_report

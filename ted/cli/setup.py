@@ -21,11 +21,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ted.cli.models import closing_models
 from ted.errors import ConfigError, TedError
 from ted.ledger import Ledger
 from ted.llm.base import GenerationSettings, Message
-from ted.llm.registry import ALIASES, PROVIDERS, split_name
+from ted.llm.registry import ALIASES, PROVIDERS, closing_models, split_name
 from ted.store import Store
 
 # Where each client reads its configuration, and the shape of its server entry.

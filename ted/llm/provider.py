@@ -141,6 +141,8 @@ class ProviderModel(ABC):
     def _bound(self) -> tuple[Any, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._semaphore is None:
+            if self._client is not None and self._loop is not None and self._loop.is_closed():
+                _forget(self._client)
             self._loop, self._client = loop, None
             self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
         if self._client is None:  # first use on this loop, or after aclose()
@@ -237,3 +239,16 @@ def _api_message(e: Any) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return error["message"]
     return str(getattr(e, "message", e))
+
+
+def _forget(client: Any) -> None:
+    """Let go of an SDK client whose event loop has ended (its connections ended with it).
+
+    The SDKs' HTTP client closes itself when collected by scheduling `aclose()` on whatever loop
+    runs then; closing connections of the ended loop fails there ("Event loop is closed") and
+    is reported in that loop, by then another caller's. Marked closed, it is simply collected.
+    """
+    import httpx2._client  # the SDKs' HTTP client; imported with them
+
+    if (http := getattr(client, "_client", None)) is not None:
+        http._state = httpx2._client.ClientState.CLOSED

@@ -14,7 +14,8 @@ settings), so every caller of one model shares its concurrency bound.
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 from pydantic import BaseModel
@@ -169,3 +170,25 @@ def _build(name: str, provider_name: str, model_id: str, provider: Provider, set
         # OpenAI's reasoning models refuse `max_tokens`; compatible servers may not know the newer name.
         max_tokens_param="max_completion_tokens" if provider_name == "openai" else "max_tokens",
     )
+
+
+@asynccontextmanager
+async def closing_models(models: Callable[[str], Model] = get_model) -> AsyncIterator[Callable[[str], Model]]:
+    """`models`, closing on the way out the HTTP connections of every model it gave.
+
+    Models are cached per process with their SDK clients, whose connections belong to the event
+    loop that used them. Left open when the loop ends (a `ted` command or a server run in-process,
+    by a script or a test), they are closed later from whatever loop runs then, and fail there.
+    """
+    used: list[Model] = []
+
+    def resolve(name: str) -> Model:
+        used.append(model := models(name))
+        return model
+
+    try:
+        yield resolve
+    finally:
+        for model in dict.fromkeys(used):
+            if (close := getattr(model, "aclose", None)) is not None:
+                await close()
