@@ -370,13 +370,28 @@ async def test_cancel_stops_a_batch_in_flight_and_applies_none_of_it(store, db_p
         in_flight = db.execute("SELECT count(*) FROM attempts WHERE problem_id IN ('p3', 'p5')").fetchone()[0]
     assert in_flight == 4  # their rollouts are stored (paid for), their batch is not applied
 
+    # The cancel stands until the user resumes: running the job again ends it at once, calling nothing.
+    calls = paid_calls(db_path, job.id)
+    assert (await run(store, job)).state == "cancelled" and paid_calls(db_path, job.id) == calls
     # A cancel is not final: the job resumes at the dropped batch and reuses its stored rollouts.
+    await jobs.reopen(store, job.id, jobs.this_process(), max_cost_usd=None, max_tokens=None)
     resumed = await run(store, job)
     assert (resumed.state, resumed.error, resumed.cancel_requested, resumed.problems_done) == ("done", None, False, 18)
     assert paid_calls(db_path, job.id)["student"] == 2 * 9 * 2  # every rollout paid once, the dropped batch's too
     await assert_whole_batches(store, db_path)
     with pytest.raises(InvalidInput, match="is done"):
         await run(store, job)
+
+
+async def test_a_cancel_before_the_runner_claims_the_job_still_stops_it(store, db_path):
+    # distill_batch replies once the job is created; the runner claims it a moment later. A
+    # cancel_job in between finds nobody running it, so it is cancelled there and then, and the
+    # runner's claim must not take that back.
+    job = await create(store)
+    assert (await jobs.request_cancel(store, job.id)).state == "cancelled"
+    finished = await run(store, job)
+    assert (finished.state, finished.problems_done, finished.cancel_requested) == ("cancelled", 0, True)
+    assert "Cancelled on request" in finished.error and paid_calls(db_path, job.id) == Counter()
 
 
 async def test_cancel_before_the_next_batch(store, db_path):

@@ -155,6 +155,29 @@ async def test_cancel_job_stops_a_job_in_flight(db_path, mode):
         assert "is done; start a new job" in await error(client, "distill_batch", {"resume": job_id})
 
 
+async def test_cancel_job_that_lands_before_the_runner_claims_the_job(db_path, monkeypatch):
+    # The runner claims a job a moment after distill_batch replies; here the claim is held until
+    # the cancel has been asked for, the order a busy machine can produce.
+    asked, claim, request_cancel = anyio.Event(), jobs.claim, jobs.request_cancel
+
+    async def late_claim(*args, **kw):
+        await asked.wait()
+        return await claim(*args, **kw)
+
+    async def cancel_then_let_claim(*args):
+        job = await request_cancel(*args)
+        asked.set()
+        return job
+
+    monkeypatch.setattr(jobs, "claim", late_claim)
+    monkeypatch.setattr(jobs, "request_cancel", cancel_then_let_claim)
+    async with connect(db_path) as client:
+        job_id = (await call(client, "distill_batch", START))["job"]["id"]
+        cancelled = await call(client, "cancel_job", {"job_id": job_id})
+        assert (cancelled["state"], cancelled["finished"], cancelled["problems_done"]) == ("cancelled", True, 0)
+        assert (await call(client, "get_job", {"job_id": job_id}))["cost"]["calls"] == 0
+
+
 async def test_estimate_only_starts_nothing(db_path, mode):
     async with connect(db_path, mode) as client:
         before = dump_database(db_path)

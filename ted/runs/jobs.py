@@ -374,8 +374,13 @@ async def problems(store: Store, job_id: str) -> tuple[list[Problem], dict[str, 
     return [Problem.model_validate(p) for p in json.loads(row["problems"])], json.loads(row["solutions"])
 
 
-async def claim(store: Store, job_id: str, owner: str) -> Job:
-    """Take the job's lease, or raise InvalidInput saying who holds it or that it finished."""
+async def claim(store: Store, job_id: str, owner: str, *, reopen: bool = False) -> Job:
+    """Take the job's lease, or raise InvalidInput saying who holds it or that it finished.
+
+    A pending cancel survives the claim: a cancel_job that lands between distill_batch's reply
+    and the runner's claim still stops the job (at its first check, before any call). Only
+    `reopen` — the user asking to resume — clears it.
+    """
     job = await get(store, job_id)
     if job.state == "done":
         raise InvalidInput(f"Job {job_id} is done; start a new job with distill_batch or `ted distill`.")
@@ -390,10 +395,9 @@ async def claim(store: Store, job_id: str, owner: str) -> Job:
                 "or stop it with cancel_job."
             )
         db.execute(
-            # A cancelled job taken back runs again: its cancel was answered by stopping it.
-            "UPDATE jobs SET owner = ?, lease_until = ?, state = 'running', error = NULL, cancel_requested = 0,"
-            " updated_at = ? WHERE id = ?",
-            (owner, timestamp(now + LEASE), timestamp(now), job_id),
+            "UPDATE jobs SET owner = ?, lease_until = ?, state = 'running', error = NULL,"
+            " cancel_requested = cancel_requested AND NOT ?, updated_at = ? WHERE id = ?",
+            (owner, timestamp(now + LEASE), reopen, timestamp(now), job_id),
         )
 
     await store.write(write)
@@ -425,13 +429,13 @@ async def raise_caps(store: Store, job_id: str, *, max_cost_usd: float | None, m
 
 
 async def reopen(store: Store, job_id: str, owner: str, *, max_cost_usd: float | None, max_tokens: int | None) -> Job:
-    """Take a failed, stopped or interrupted job back for `owner`, with new caps if given.
+    """Take a failed, cancelled, stopped or interrupted job back for `owner`, with new caps if given.
 
     Raises InvalidInput when it cannot be resumed (finished, or held by another live process);
     a refused cap puts the job back as it was, not "running" with nobody running it.
     """
     before = await get(store, job_id)
-    await claim(store, job_id, owner)
+    await claim(store, job_id, owner, reopen=True)  # a cancelled job taken back runs again
     try:
         return await raise_caps(store, job_id, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
     except TedError:
