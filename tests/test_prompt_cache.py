@@ -65,12 +65,14 @@ async def test_unknown_libraries_read_as_empty_and_do_not_pile_up(store):
     assert (await store.experience_prompt("nothing-3")).version == 1
 
 
-async def test_a_store_on_memory_has_no_probe_and_still_reads_right():
+async def test_a_store_on_memory_has_no_probe_and_still_reads_right(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     async with Store.open(":memory:") as store:
         await store.apply("lib", [AddOp(text="Check the units.")], "add", "test")
         assert len((await store.experience_prompt("lib")).items) == 1
         await store.apply("lib", [AddOp(text="Estimate first.")], "add", "test")
         assert len((await store.experience_prompt("lib")).items) == 2
+    assert list(tmp_path.iterdir()) == []  # no file named ":memory:" left behind
 
 
 @pytest.mark.slow

@@ -42,6 +42,8 @@ def default_db_path() -> Path:
 
 def _create_private(path: Path) -> None:
     """Create the database file (and its folder) for its owner only, unless it exists."""
+    if str(path) == ":memory:":  # SQLite's name for no file at all
+        return
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
