@@ -499,8 +499,14 @@ def test_a_model_used_on_a_second_loop_leaves_nothing_for_that_loop_to_fail_on(p
         if close:
             await model.aclose()
 
-    with ModelServer(["Paris.", "Paris."]) as server:
+    with ModelServer(["Paris."] * 4) as server:
         model = make(provider, server)
         asyncio.run(ask(model, close=False))  # left open: the loop ends with the connection
+        asyncio.run(ask(model, close=True))
+        # A model dropped with its loop's connection open (a test, a command that did not close
+        # it) and collected while another loop runs.
+        dropped = make(provider, server)
+        asyncio.run(ask(dropped, close=False))
+        del dropped
         asyncio.run(ask(model, close=True))
     assert errors == []

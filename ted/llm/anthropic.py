@@ -43,6 +43,7 @@ class AnthropicModel(ProviderModel):
             base_url=self.base_url,
             timeout=self.settings.timeout,
             max_retries=self.settings.max_retries,
+            http_client=anthropic.DefaultAsyncHttpxClient(),  # why: ProviderModel.__init__
         )
 
     async def _call(

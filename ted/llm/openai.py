@@ -60,6 +60,7 @@ class OpenAIModel(ProviderModel):
             base_url=self.base_url,
             timeout=self.settings.timeout,
             max_retries=self.settings.max_retries,
+            http_client=openai.DefaultAsyncHttpxClient(),  # why: ProviderModel.__init__
         )
 
     async def _call(

@@ -117,7 +117,11 @@ class ProviderModel(ABC):
                 f"structured_output={mode!r} is not available for {self.name}; use one of: {valid} (or 'auto')."
             )
         # SDK clients (their connection pools) and asyncio semaphores belong to one event
-        # loop; a model cached across loops (tests, repeated anyio.run) makes fresh ones.
+        # loop; a model cached across loops (tests, repeated anyio.run) makes fresh ones. Each
+        # SDK client is given the SDK's own plain HTTP client (`DefaultAsyncHttpxClient`): the one
+        # it makes by default closes itself when collected by scheduling `aclose()` on whatever
+        # loop runs then, which for a client of an ended loop fails ("Event loop is closed") in
+        # another caller's loop. A plain one is simply collected; `aclose()` still closes it.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._semaphore: asyncio.Semaphore | None = None
@@ -141,8 +145,6 @@ class ProviderModel(ABC):
     def _bound(self) -> tuple[Any, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._semaphore is None:
-            if self._client is not None and self._loop is not None and self._loop.is_closed():
-                _forget(self._client)
             self._loop, self._client = loop, None
             self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
         if self._client is None:  # first use on this loop, or after aclose()
@@ -239,16 +241,3 @@ def _api_message(e: Any) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return error["message"]
     return str(getattr(e, "message", e))
-
-
-def _forget(client: Any) -> None:
-    """Let go of an SDK client whose event loop has ended (its connections ended with it).
-
-    The SDKs' HTTP client closes itself when collected by scheduling `aclose()` on whatever loop
-    runs then; closing connections of the ended loop fails there ("Event loop is closed") and
-    is reported in that loop, by then another caller's. Marked closed, it is simply collected.
-    """
-    import httpx2._client  # the SDKs' HTTP client; imported with them
-
-    if (http := getattr(client, "_client", None)) is not None:
-        http._state = httpx2._client.ClientState.CLOSED
